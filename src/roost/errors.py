@@ -1,0 +1,60 @@
+"""Roost's exceptions: a few specific classes, all under RoostError.
+
+Each also derives from the built-in class that Birder raises in the same situation, so code written
+against the reference (``except KeyError``, ``except ValueError``) keeps working.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class RoostError(Exception):
+    """Base class of every error roost raises on purpose."""
+
+
+class UnknownModelError(RoostError, KeyError):
+    """A network or weights name that roost does not know; the message lists close names."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        close = difflib.get_close_matches(name, list(known), n=5, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        self.name = name
+        self.suggestions = close
+        super().__init__(f"Unknown {kind} {name!r}.{hint}")
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class ConfigError(RoostError, ValueError):
+    """An invalid network configuration or name."""
+
+
+class InputShapeError(RoostError, ValueError):
+    """An input tensor whose rank, channels or spatial size the model cannot take."""
+
+
+class ChecksumError(RoostError):
+    """A downloaded or cached file whose sha256 differs from the manifest."""
+
+
+class WeightsNotFoundError(RoostError, FileNotFoundError):
+    """Weights that are neither cached nor downloadable (offline, or missing at the source)."""
+
+
+class CheckpointError(RoostError, ValueError):
+    """A checkpoint file that cannot be read or does not fit the network."""
+
+
+class ImageError(RoostError, ValueError):
+    """An image that cannot be decoded (corrupt, truncated, unsupported, too large)."""
+
+
+class ManifestError(RoostError, ValueError):
+    """A weights manifest (packaged, from ``ROOST_MANIFEST`` or registered) that is malformed."""
+
+
+class DownloadError(RoostError, OSError):
+    """A download that failed part-way (network error, truncated body); running it again resumes it."""
