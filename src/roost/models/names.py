@@ -86,7 +86,7 @@ class ParsedName:
         fields.update(patch_size=self.patch_size, num_reg_tokens=self.num_reg_tokens)
         fields.update(FAMILIES[self.family])
         fields.update(BODIES[self.body])
-        for token in self.components:
+        for token in sorted(self.components, key=lambda t: t == "nf"):  # nf's FFN wins over swiglu's
             fields.update(COMPONENTS[token])
         if self.pooling:
             fields.update(POOLINGS[self.pooling])
@@ -126,6 +126,7 @@ def parse_name(name: str) -> ParsedName:
     )
     if parsed.format() != name:
         raise ConfigError(f"{name!r} lists its components out of order; the canonical name is {parsed.format()!r}")
+    parsed.config()  # the tokens may still combine into an invalid config
     return parsed
 
 
@@ -135,7 +136,7 @@ def _split_tail(name: str, tokens: list[str]) -> tuple[tuple[str, ...], str | No
     variant: int | None = None
     i = 0
     while i < len(tokens):
-        token, pair = tokens[i], "_".join(tokens[i : i + 2])
+        token, pair = tokens[i], "_".join(tokens[i : i + 2]) if i + 1 < len(tokens) else ""
         if token in UNSUPPORTED:
             raise ConfigError(f"{name!r}: {UNSUPPORTED[token]}")
         if pair in COMPONENTS:

@@ -80,7 +80,8 @@ class Encoder(nn.Module):
         super().__init__()
         pre = [make_norm(c.norm_layer_type, c.hidden_dim, c.norm_layer_eps)] if c.pre_norm else []
         self.pre_block = nn.Sequential(*pre)
-        rates = torch.linspace(0, c.drop_path_rate, c.num_layers).tolist()
+        n = c.num_layers
+        rates = [c.drop_path_rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
         self.block = nn.ModuleList(EncoderBlock(c, rate) for rate in rates)
 
     def forward(
