@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from roost.errors import RoostError
+
 app = typer.Typer(
     help="RoPE Vision Transformers (the Birder family): inspect, run and curate.",
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Show roost's own errors (bad names, files, inputs) as one line and exit with status 2."""
+    try:
+        yield
+    except (RoostError, FileNotFoundError) as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(2) from err
 
 
 @app.command("info")
@@ -38,10 +51,10 @@ def info(
     from roost.models.summary import summarize
 
     table = Table("network", "size", "params", "forward", "embedding", "detection_features")
-    for name in names:
-        row = summarize(name, num_classes, size)
-        table.add_row(*(str(v) for v in row))
-    console.print(table)
+    with user_errors():
+        for name in names:
+            table.add_row(*(str(v) for v in summarize(name, num_classes, size)))
+    Console().print(table)
 
 
 @app.command("models")
@@ -57,7 +70,7 @@ def models(pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g.
     from roost.models.registry import list_models
 
     for name in list_models(pattern):
-        console.print(name)
+        typer.echo(name)
 
 
 def main() -> None:
