@@ -58,3 +58,7 @@ class ManifestError(RoostError, ValueError):
 
 class DownloadError(RoostError, OSError):
     """A download that failed part-way (network error, truncated body); running it again resumes it."""
+
+
+class TransformError(RoostError, ValueError):
+    """Invalid transform arguments: an unknown RGB preset, a bad size or crop ratio."""

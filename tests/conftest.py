@@ -1,0 +1,21 @@
+"""Shared test fixtures: the location of the project's shared fixtures (``../shared`` beside the checkout).
+
+The package itself never reads ``../shared``; only tests do, and they skip cleanly when it is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+"""``<checkout>/../shared`` (``/work/shared`` for ``/work/main``)."""
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The shared fixtures folder; tests that use it are skipped when it is missing."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared fixtures not found at {SHARED}")
+    return SHARED
