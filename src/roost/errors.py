@@ -62,3 +62,27 @@ class DownloadError(RoostError, OSError):
 
 class TransformError(RoostError, ValueError):
     """Invalid transform arguments: an unknown RGB preset, a bad size or crop ratio."""
+
+
+class ReportError(RoostError, ValueError):
+    """A report file (CSV / JSON lines / Parquet) with an unknown extension or columns that do not match."""
+
+
+class OrientFixError(RoostError, ValueError):
+    """An orientation fix that cannot be applied: no EXIF in the format, several frames, the source as target."""
+
+
+class ConversionError(RoostError, ValueError):
+    """A foreign checkpoint that does not convert exactly: keys left over, keys missing, shapes that differ."""
+
+
+class ExportError(RoostError, RuntimeError):
+    """An export (ONNX, pt2, TorchScript) that fails, or whose outputs differ from the eager model's."""
+
+
+class TrainingConfigError(RoostError, ValueError):
+    """Training options that contradict each other or the data (bad batch split, empty folders, unknown keys)."""
+
+
+class ResumeError(RoostError, ValueError):
+    """A training-state file that is missing, unreadable or from a run with a different configuration."""

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from roost.errors import RoostError
+from roost.cli import batch
+from roost.cli.common import user_errors
 
 app = typer.Typer(
     help="RoPE Vision Transformers (the Birder family): inspect, run and curate.",
@@ -18,15 +17,8 @@ app = typer.Typer(
     add_completion=False,
 )
 
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Show roost's own errors (bad names, files, inputs) as one line and exit with status 2."""
-    try:
-        yield
-    except (RoostError, FileNotFoundError) as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
-        raise typer.Exit(2) from err
+for command in (batch.orient, batch.predict, batch.embed, batch.download):
+    app.command()(command)
 
 
 @app.command("info")
@@ -58,19 +50,35 @@ def info(
 
 
 @app.command("models")
-def models(pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. '*so150m*'.")] = "*") -> None:
-    """List network names.
+def models(
+    pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. '*so150m*'.")] = "*",
+    pretrained: Annotated[bool, typer.Option("--pretrained", "-p", help="List pretrained weights instead.")] = False,
+) -> None:
+    """List network names, or pretrained weights with their sizes and formats.
 
     Examples:
 
-        roost models
-
         roost models 'rope_i_*'
-    """
-    from roost.models.registry import list_models
 
-    for name in list_models(pattern):
-        typer.echo(name)
+        roost models --pretrained '*capi*'
+    """
+    if not pretrained:
+        from roost.models.registry import list_models
+
+        for name in list_models(pattern):
+            typer.echo(name)
+        return
+    from roost.settings import Settings
+    from roost.weights.manifest import REGISTRY, list_pretrained_models
+
+    table = Table("weights", "network", "resolution", "formats (MB)")
+    with user_errors():
+        settings = Settings.from_env()
+        for name in list_pretrained_models(pattern):
+            e = REGISTRY.get(name, settings)
+            sizes = ", ".join(f"{fmt} {size}" for fmt, (size, _) in e.formats.items())
+            table.add_row(name, e.network, "x".join(map(str, e.resolution)), sizes)
+    Console().print(table)
 
 
 def main() -> None:
