@@ -86,3 +86,7 @@ class TrainingConfigError(RoostError, ValueError):
 
 class ResumeError(RoostError, ValueError):
     """A training-state file that is missing, unreadable or from a run with a different configuration."""
+
+
+class EngineError(RoostError, ValueError):
+    """Options the Ray engine cannot honour: ``ray`` not installed, a report that is not Parquet, fixes on URIs."""

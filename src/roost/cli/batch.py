@@ -11,8 +11,12 @@ from rich.table import Table
 
 from roost.cli.common import user_errors
 from roost.inference import jobs
+from roost.inference.ray_engine import JobSpec, RayOptions, run_files
 
-Paths = Annotated[list[Path], typer.Argument(help="Image files and/or folders.", show_default=False)]
+Paths = Annotated[
+    list[str],
+    typer.Argument(help="Image files and/or folders (with --engine ray also URIs: s3://, gs://).", show_default=False),
+]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")]
 Workers = Annotated[int, typer.Option("--workers", "-j", help="Decoding processes (0: decode in this process).")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: cuda if available, else cpu).")]
@@ -23,6 +27,12 @@ NoDraft = Annotated[
 ]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model first.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+Engine = Annotated[str, typer.Option("--engine", help="local, or ray: a Ray Data pipeline (pip install 'roost[ray]').")]
+Address = Annotated[str | None, typer.Option("--address", help="--engine ray: cluster address (default: local Ray).")]
+GpusPerWorker = Annotated[
+    float, typer.Option("--num-gpus-per-worker", help="--engine ray: GPUs per model actor (0: CPU).")
+]
+Concurrency = Annotated[int, typer.Option("--concurrency", help="--engine ray: model actors.")]
 
 
 def _options(
@@ -35,6 +45,27 @@ def _options(
         batch_size=batch_size, workers=workers, device=device, dtype=dtype, draft=not no_draft,
         compile=compile, recursive=recursive, progress=not quiet,
     )
+
+
+def _ray_options(engine: str, address: str | None, gpus: float, concurrency: int) -> RayOptions | None:
+    """None for the local engine, else the Ray engine's options (ray_engine imports ray only when it runs)."""
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"--engine must be local or ray, not {engine!r}")
+    if engine == "local":
+        return None
+    return RayOptions(address=address, concurrency=concurrency, num_gpus_per_worker=gpus)
+
+
+def _run_ray(
+    paths: list[str], spec: JobSpec, output: str | None, options: jobs.RunOptions, ray_options: RayOptions,
+    fix: jobs.OrientOptions | None = None,
+) -> None:
+    if output is None:
+        raise typer.BadParameter("--engine ray writes a Parquet directory: give the report as *.parquet")
+    with user_errors():
+        s = run_files(paths, spec, output=output, options=options, ray_options=ray_options, fix=fix)
+    summary = f"{s.rows} images, {s.errors} errors, {s.skipped} done before; report: {s.output}"
+    Console(stderr=True).print(summary, highlight=False)
 
 
 def _print_rows(rows: list[dict], columns: list[str], title: str) -> None:
@@ -54,7 +85,7 @@ def orient(
     paths: Paths,
     model: Annotated[str, typer.Option("--model", "-m", help="Weights name or checkpoint file.")] = jobs.ROTNET,
     report: Annotated[
-        Path | None, typer.Option("--report", help="Report file: .csv, .jsonl or .parquet (resumes if it exists).")
+        str | None, typer.Option("--report", help="Report file: .csv, .jsonl or .parquet (resumes if it exists).")
     ] = None,
     fix: Annotated[
         str | None, typer.Option("--fix", help="exif: set the EXIF tag; copy: write upright copies to --output; "
@@ -72,6 +103,10 @@ def orient(
     no_draft: NoDraft = False,
     compile: Compile = False,
     quiet: Quiet = False,
+    engine: Engine = "local",
+    address: Address = None,
+    num_gpus_per_worker: GpusPerWorker = 0.0,
+    concurrency: Concurrency = 1,
 ) -> None:
     """Find rotated photos (0/90/180/270 degrees counter-clockwise) and optionally turn them upright.
 
@@ -92,6 +127,10 @@ def orient(
     fix_opts = jobs.OrientOptions(
         fix=fix, output=output, threshold=threshold, dry_run=dry_run, backup_suffix=None if no_backup else ".orig"
     )
+    ray_options = _ray_options(engine, address, num_gpus_per_worker, concurrency)
+    if ray_options is not None:
+        return _run_ray(paths, JobSpec("orient", model, threshold=threshold), report, options, ray_options, fix_opts)
+    report = Path(report) if report is not None else None
     with user_errors():
         rows = jobs.orient_files(paths, model=model, report=report, fix=fix_opts, options=options)
     if report is None:
@@ -104,7 +143,7 @@ def predict(
     model: Annotated[str, typer.Option("--model", "-m", help="Weights name or checkpoint file.")],
     topk: Annotated[int, typer.Option("--topk", "-k", help="Classes per image.")] = 5,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Report: .csv, .jsonl or .parquet (resumes).")
+        str | None, typer.Option("--output", "-o", help="Report: .csv, .jsonl or .parquet (resumes).")
     ] = None,
     recursive: Recursive = False,
     batch_size: BatchSize = 16,
@@ -114,6 +153,10 @@ def predict(
     no_draft: NoDraft = False,
     compile: Compile = False,
     quiet: Quiet = False,
+    engine: Engine = "local",
+    address: Address = None,
+    num_gpus_per_worker: GpusPerWorker = 0.0,
+    concurrency: Concurrency = 1,
 ) -> None:
     """Classify images: top-k class names and probabilities per image.
 
@@ -124,6 +167,10 @@ def predict(
         roost predict photos/ -r -m my_model.pt -o scenes.parquet
     """
     options = _options(batch_size, workers, device, dtype, recursive, no_draft, compile, quiet)
+    ray_options = _ray_options(engine, address, num_gpus_per_worker, concurrency)
+    if ray_options is not None:
+        return _run_ray(paths, JobSpec("predict", model, topk=topk), output, options, ray_options)
+    output = Path(output) if output is not None else None
     with user_errors():
         rows = jobs.predict_files(paths, model=model, report=output, topk=topk, options=options)
     if output is None:
@@ -135,7 +182,7 @@ def embed(
     paths: Paths,
     model: Annotated[str, typer.Option("--model", "-m", help="Weights name or checkpoint file.")],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help=".parquet (path, embedding; resumes) or .npy (+ .index.csv).")
+        str, typer.Option("--output", "-o", help=".parquet (path, embedding; resumes) or .npy (+ .index.csv).")
     ],
     recursive: Recursive = False,
     batch_size: BatchSize = 16,
@@ -145,6 +192,10 @@ def embed(
     no_draft: NoDraft = False,
     compile: Compile = False,
     quiet: Quiet = False,
+    engine: Engine = "local",
+    address: Address = None,
+    num_gpus_per_worker: GpusPerWorker = 0.0,
+    concurrency: Concurrency = 1,
 ) -> None:
     """Embed images for search and de-duplication.
 
@@ -154,11 +205,14 @@ def embed(
 
         roost embed photos/ -m rope_vit_reg4_b14_capi -o vectors.npy
     """
-    if output.suffix not in (".parquet", ".npy"):
+    if Path(output).suffix not in (".parquet", ".npy"):
         raise typer.BadParameter("--output must end in .parquet or .npy")
     options = _options(batch_size, workers, device, dtype, recursive, no_draft, compile, quiet)
+    ray_options = _ray_options(engine, address, num_gpus_per_worker, concurrency)
+    if ray_options is not None:
+        return _run_ray(paths, JobSpec("embed", model), output, options, ray_options)
     with user_errors():
-        rows = jobs.embed_files(paths, model=model, output=output, options=options)
+        rows = jobs.embed_files(paths, model=model, output=Path(output), options=options)
     _summary(rows, output)
 
 
@@ -187,7 +241,7 @@ def download(
             typer.echo(f"{name}: {path}")
 
 
-def _summary(rows: list[dict], report: Path | None) -> None:
+def _summary(rows: list[dict], report: str | Path | None) -> None:
     failed = sum(1 for r in rows if r.get("error"))
     where = f"; report: {report}" if report else ""
     Console(stderr=True).print(f"{len(rows)} images, {failed} errors{where}", highlight=False)

@@ -205,20 +205,30 @@ def predict_files(
     if not runner.class_names:
         raise RoostError(f"{model} has no classifier (0 classes); use `roost embed` for its embeddings")
     k = min(topk, len(runner.class_names))
+    schema = predict_schema(k)
+    empty = {name: None for name in schema.names[1:-1]}
+    return _simple_job(runner, inputs, report, schema, "probs", topk_values(runner.class_names, k), empty, "predict")
+
+
+def predict_schema(k: int) -> pa.Schema:
+    """Columns of the predict report: path, label_1, prob_1, …, label_k, prob_k, error."""
     columns = [("path", pa.string())]
     for j in range(1, k + 1):
         columns += [(f"label_{j}", pa.string()), (f"prob_{j}", pa.float32())]
-    schema = pa.schema([*columns, ("error", pa.string())])
-    empty = {name: None for name in schema.names[1:-1]}
+    return pa.schema([*columns, ("error", pa.string())])
+
+
+def topk_values(class_names: Sequence[str], k: int) -> Callable[[np.ndarray], Row]:
+    """The label/prob columns of one image from its class probabilities (ties keep class order)."""
 
     def values(probs: np.ndarray) -> Row:
         top = np.argsort(-probs, kind="stable")[:k]
         row: Row = {}
         for j, c in enumerate(top, start=1):
-            row[f"label_{j}"], row[f"prob_{j}"] = runner.class_names[c], float(probs[c])
+            row[f"label_{j}"], row[f"prob_{j}"] = class_names[c], float(probs[c])
         return row
 
-    return _simple_job(runner, inputs, report, schema, "probs", values, empty, "predict")
+    return values
 
 
 def _simple_job(
@@ -262,10 +272,18 @@ def embed_files(
     dim = getattr(runner.net, "embedding_size", None)
     if output.suffix == ".npy":
         return _embed_npy(runner, inputs, output)
+    schema, empty = embed_schema(dim), {"embedding": None}
+    return _simple_job(runner, inputs, output, schema, "embedding", embedding_values, empty, "embed")
+
+
+def embed_schema(dim: int | None) -> pa.Schema:
+    """Columns of the Parquet embed report: path, embedding (float32, fixed size when ``dim`` is known), error."""
     vector = pa.list_(pa.float32(), dim or -1)
-    schema = pa.schema([("path", pa.string()), ("embedding", vector), ("error", pa.string())])
-    as_list = lambda e: {"embedding": e.tolist()}  # noqa: E731
-    return _simple_job(runner, inputs, output, schema, "embedding", as_list, {"embedding": None}, "embed")
+    return pa.schema([("path", pa.string()), ("embedding", vector), ("error", pa.string())])
+
+
+def embedding_values(embedding: np.ndarray) -> Row:
+    return {"embedding": embedding.tolist()}
 
 
 def _embed_npy(runner: Runner, inputs: Sequence[str | os.PathLike[str]], output: Path) -> list[Row]:
