@@ -1,0 +1,137 @@
+"""``roost train classify | rotnet | capi``: options -> the recipe's config dataclass -> one library call.
+
+Every option of the config can come from a TOML file (``--config run.toml``) and/or ``--set key=value``;
+the common ones also have flags. The resolved config is printed at start; rank 0 shows a progress bar.
+Under ``torchrun --nproc_per_node N -m roost.cli.app train …`` the run is distributed (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from roost.cli.common import user_errors
+
+app = typer.Typer(help="Train: supervised fine-tuning / linear probes, RotNet, CAPI pretraining.", no_args_is_help=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML file with any config field.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="key=value override (TOML value), repeatable.")]
+NetworkOpt = Annotated[str | None, typer.Option("--network", "-n", help="Network name for a fresh model.")]
+InitOpt = Annotated[str | None, typer.Option("--init", help="Start from a checkpoint file or pretrained name.")]
+DataOpt = Annotated[list[str] | None, typer.Option("--data-path", help="Training images (repeatable).")]
+ValOpt = Annotated[list[str] | None, typer.Option("--val-path", help="Held-out images (repeatable).")]
+OutOpt = Annotated[str | None, typer.Option("--out-dir", "-o", help="Run folder: checkpoints, state, logs.")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", "-b", help="Per process.")]
+LrOpt = Annotated[float | None, typer.Option("--lr")]
+SizeOpt = Annotated[int | None, typer.Option("--size")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from <out-dir>/training_state.pt.")]
+
+
+def _overrides(sets: list[str] | None, **flags: Any) -> dict[str, Any]:
+    from roost.training.config import parse_overrides
+
+    values = {k: v for k, v in flags.items() if v not in (None, False)}
+    values.update(parse_overrides(sets or []))
+    return values
+
+
+def _run(cls: type, train: Callable, config: Path | None, overrides: dict[str, Any]) -> None:
+    from roost.training.config import build_config
+
+    console = Console()
+    main = os.environ.get("RANK", "0") == "0"
+    with user_errors():
+        cfg = build_config(cls, config, overrides)
+        if main:
+            console.print(f"[bold]{cls.__name__}[/bold]", cfg.to_json())
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"), console=console, disable=not main,
+        ) as bar:
+            task = bar.add_task("train", total=None, info="")
+            history = train(cfg, progress=lambda e: _render(bar, task, console, e))
+    if main and history:
+        console.print("final:", history[-1])
+
+
+def _render(bar: Progress, task: Any, console: Console, event: dict[str, Any]) -> None:
+    if event["event"] == "start":
+        bar.update(task, total=event["total"], completed=event["step"])
+    elif event["event"] == "step":
+        info = " ".join(f"{k}={v:.4g}" for k, v in event.items() if isinstance(v, float))
+        bar.update(task, completed=event["step"], description=f"epoch {event['epoch']}", info=info)
+    elif event["event"] == "epoch":
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in event.items() if k != "event"}
+        console.print(f"epoch {event['epoch']} done: {shown}")
+
+
+@app.command("classify")
+def classify(
+    config: ConfigOpt = None, network: NetworkOpt = None, init: InitOpt = None, data_path: DataOpt = None,
+    val_path: ValOpt = None, out_dir: OutOpt = None, epochs: EpochsOpt = None, batch_size: BatchOpt = None,
+    lr: LrOpt = None, size: SizeOpt = None, resume: ResumeOpt = False,
+    linear_probe: Annotated[bool, typer.Option("--linear-probe", help="Frozen body, new head.")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Fine-tune or linear-probe on image folders (one sub-folder per class).
+
+    Example: roost train classify --init models/rope_vit_reg4_b14_capi_400.pt --data-path data/train
+    --val-path data/val --linear-probe --set mixup_alpha=0.8 --set label_smoothing=0.1
+    """
+    from roost.training.classification import ClassifyConfig, train_classifier
+
+    flags = _overrides(
+        set_, network=network, init=init, data_path=data_path[0] if data_path else None,
+        val_path=val_path[0] if val_path else None, out_dir=out_dir, epochs=epochs, batch_size=batch_size,
+        lr=lr, size=size, resume=resume, linear_probe=linear_probe,
+    )
+    _run(ClassifyConfig, train_classifier, config, flags)
+
+
+@app.command("rotnet")
+def rotnet(
+    config: ConfigOpt = None, network: NetworkOpt = None, init: InitOpt = None, data_path: DataOpt = None,
+    val_path: ValOpt = None, out_dir: OutOpt = None, epochs: EpochsOpt = None, batch_size: BatchOpt = None,
+    lr: LrOpt = None, size: SizeOpt = None, resume: ResumeOpt = False,
+    rotation_prob: Annotated[float | None, typer.Option("--rotation-prob")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train a 4-way orientation head on a frozen body (e.g. a CAPI encoder file).
+
+    Example: roost train rotnet --network rope_vit_reg4_b14 --init runs/capi/rope_vit_reg4_b14_capi_10.pt
+    --data-path photos/ --val-path held_out/
+    """
+    from roost.training.rotnet import RotNetConfig, train_rotnet
+
+    flags = _overrides(
+        set_, network=network, init=init, data_path=data_path, val_path=val_path, out_dir=out_dir, epochs=epochs,
+        batch_size=batch_size, lr=lr, size=size, resume=resume, rotation_prob=rotation_prob,
+    )
+    _run(RotNetConfig, train_rotnet, config, flags)
+
+
+@app.command("capi")
+def capi(
+    config: ConfigOpt = None, network: NetworkOpt = None, init: InitOpt = None, data_path: DataOpt = None,
+    out_dir: OutOpt = None, epochs: EpochsOpt = None, batch_size: BatchOpt = None, lr: LrOpt = None,
+    size: SizeOpt = None, resume: ResumeOpt = False, set_: SetOpt = None,
+) -> None:
+    """CAPI self-supervised pretraining; writes the teacher encoder as <network>_capi_<epoch>.pt per epoch.
+
+    Example: roost train capi --network rope_vit_reg4_b14 --data-path images/ --set decoder_layers=8
+    --set decoder_dim=768 --set warmup_epochs=40 --epochs 400
+    """
+    from roost.training.capi import CapiConfig, train_capi
+
+    flags = _overrides(
+        set_, network=network, init=init, data_path=data_path, out_dir=out_dir, epochs=epochs,
+        batch_size=batch_size, lr=lr, size=size, resume=resume,
+    )
+    _run(CapiConfig, train_capi, config, flags)
