@@ -174,3 +174,18 @@ def test_embed(photos: Path, tmp_path: Path, suffix: str) -> None:
 def test_unknown_model_is_one_clear_line(photos: Path) -> None:
     result = runner.invoke(app, ["predict", str(photos), "-m", "rope_vit_reg4_b14_capi-places366"])
     assert result.exit_code == 2 and "rope_vit_reg4_b14_capi-places365" in result.stderr
+
+
+@pytest.mark.parametrize(("backend", "atol"), [("ort", 1e-4), ("ort-int8", 0.1)])
+def test_predict_with_onnx_runtime_backend(photos: Path, tmp_path: Path, backend: str, atol: float) -> None:
+    pytest.importorskip("onnxruntime")
+    cli("predict", str(photos), "-m", str(PLACES), "--topk", "1", "-o", str(tmp_path / "torch.csv"))
+    cli("predict", str(photos), "-m", str(PLACES), "--topk", "1", "-o", str(tmp_path / "ort.csv"), "--backend", backend)
+    ours, theirs = read_csv(tmp_path / "torch.csv"), read_csv(tmp_path / "ort.csv")
+    assert [r["path"] for r in ours] == [r["path"] for r in theirs]
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["error"] == b["error"]
+        if not a["error"]:
+            assert float(a["prob_1"]) == pytest.approx(float(b["prob_1"]), abs=atol)
+            if backend == "ort":
+                assert a["label_1"] == b["label_1"]

@@ -142,5 +142,5 @@ def test_load_pretrained_model_local_path_errors(tmp_path: Path) -> None:
         roost.load_pretrained_model("absent.safetensors")
     bad = tmp_path / "rope_vit_reg4_b14.pts"
     bad.write_bytes(b"")
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(CheckpointError):
         roost.load_pretrained_model(bad)

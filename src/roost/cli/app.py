@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from roost.cli import batch, train
+from roost.cli import batch, convert, train
 from roost.cli.common import user_errors
 
 app = typer.Typer(
@@ -20,6 +20,8 @@ app = typer.Typer(
 for command in (batch.orient, batch.predict, batch.embed, batch.download):
     app.command()(command)
 app.add_typer(train.app, name="train")
+app.add_typer(convert.app, name="convert")
+app.command("export")(convert.export)
 
 
 @app.command("info")

@@ -27,6 +27,9 @@ NoDraft = Annotated[
 ]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model first.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+Backend = Annotated[
+    str, typer.Option("--backend", help="torch; ort (ONNX Runtime, CPU, fp32); ort-int8 (ORT with int8 linears).")
+]
 Engine = Annotated[str, typer.Option("--engine", help="local, or ray: a Ray Data pipeline (pip install 'roost[ray]').")]
 Address = Annotated[str | None, typer.Option("--address", help="--engine ray: cluster address (default: local Ray).")]
 GpusPerWorker = Annotated[
@@ -37,13 +40,15 @@ Concurrency = Annotated[int, typer.Option("--concurrency", help="--engine ray: m
 
 def _options(
     batch_size: int, workers: int, device: str | None, dtype: str, recursive: bool, no_draft: bool, compile: bool,
-    quiet: bool,
+    quiet: bool, backend: str = "torch",
 ) -> jobs.RunOptions:
     if dtype not in ("fp32", "bf16", "fp16"):
         raise typer.BadParameter(f"--dtype must be fp32, bf16 or fp16, not {dtype!r}")
+    if backend not in ("torch", "ort", "ort-int8"):
+        raise typer.BadParameter(f"--backend must be torch, ort or ort-int8, not {backend!r}")
     return jobs.RunOptions(
         batch_size=batch_size, workers=workers, device=device, dtype=dtype, draft=not no_draft,
-        compile=compile, recursive=recursive, progress=not quiet,
+        compile=compile, recursive=recursive, progress=not quiet, backend=backend,
     )
 
 
@@ -102,6 +107,7 @@ def orient(
     dtype: DtypeOpt = "fp32",
     no_draft: NoDraft = False,
     compile: Compile = False,
+    backend: Backend = "torch",
     quiet: Quiet = False,
     engine: Engine = "local",
     address: Address = None,
@@ -123,7 +129,7 @@ def orient(
     """
     if fix not in (None, "exif", "copy", "inplace"):
         raise typer.BadParameter(f"--fix must be exif, copy or inplace, not {fix!r}")
-    options = _options(batch_size, workers, device, dtype, recursive, no_draft, compile, quiet)
+    options = _options(batch_size, workers, device, dtype, recursive, no_draft, compile, quiet, backend)
     fix_opts = jobs.OrientOptions(
         fix=fix, output=output, threshold=threshold, dry_run=dry_run, backup_suffix=None if no_backup else ".orig"
     )
@@ -152,6 +158,7 @@ def predict(
     dtype: DtypeOpt = "fp32",
     no_draft: NoDraft = False,
     compile: Compile = False,
+    backend: Backend = "torch",
     quiet: Quiet = False,
     engine: Engine = "local",
     address: Address = None,
@@ -166,7 +173,7 @@ def predict(
 
         roost predict photos/ -r -m my_model.pt -o scenes.parquet
     """
-    options = _options(batch_size, workers, device, dtype, recursive, no_draft, compile, quiet)
+    options = _options(batch_size, workers, device, dtype, recursive, no_draft, compile, quiet, backend)
     ray_options = _ray_options(engine, address, num_gpus_per_worker, concurrency)
     if ray_options is not None:
         return _run_ray(paths, JobSpec("predict", model, topk=topk), output, options, ray_options)
@@ -191,6 +198,7 @@ def embed(
     dtype: DtypeOpt = "fp32",
     no_draft: NoDraft = False,
     compile: Compile = False,
+    backend: Backend = "torch",
     quiet: Quiet = False,
     engine: Engine = "local",
     address: Address = None,
@@ -207,7 +215,7 @@ def embed(
     """
     if Path(output).suffix not in (".parquet", ".npy"):
         raise typer.BadParameter("--output must end in .parquet or .npy")
-    options = _options(batch_size, workers, device, dtype, recursive, no_draft, compile, quiet)
+    options = _options(batch_size, workers, device, dtype, recursive, no_draft, compile, quiet, backend)
     ray_options = _ray_options(engine, address, num_gpus_per_worker, concurrency)
     if ray_options is not None:
         return _run_ray(paths, JobSpec("embed", model), output, options, ray_options)

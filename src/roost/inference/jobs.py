@@ -52,6 +52,7 @@ class RunOptions:
     compile: bool = False
     recursive: bool = False
     progress: bool = True
+    backend: Literal["torch", "ort", "ort-int8"] = "torch"  # ort: ONNX Runtime on the CPU, fp32 inputs
 
     def torch_device(self) -> torch.device:
         return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -73,6 +74,10 @@ class Runner:
         if options.compile:  # the jobs call embedding() and classify(), not forward()
             net.embedding = torch.compile(net.embedding)
         size = get_size_from_signature(info.signature)
+        if options.backend != "torch":
+            from roost.inference.ort import OrtBackend
+
+            net = OrtBackend.from_network(net, size, quantize=options.backend == "ort-int8")
         names = [name for name, _ in sorted(info.class_to_idx.items(), key=lambda kv: kv[1])]
         return cls(net, names, classification_transform(size, info.rgb_stats), size, options)
 

@@ -51,8 +51,10 @@ def load_model(
     """Build ``network`` (None: taken from the file) and load the checkpoint at ``path`` into it."""
     path = Path(path)
     fmt = CheckpointFormat.from_path(path)
-    if fmt in (CheckpointFormat.PT2, CheckpointFormat.PTS, CheckpointFormat.PTL):
-        raise NotImplementedError(f"loading {fmt.value} files is not supported yet; use .pt or .safetensors")
+    if fmt is CheckpointFormat.PTL:
+        raise NotImplementedError("loading ptl files is not supported; use .pt, .safetensors, .pt2 or .pts")
+    if fmt in (CheckpointFormat.PT2, CheckpointFormat.PTS):
+        return load_exported(path, fmt, inference=inference, device=device, dtype=dtype)
     ckpt = read_checkpoint(path, fmt)
     network = network or ckpt.network or network_from_file_name(path)
     net = build_from_checkpoint(network, ckpt, config=config, source=path)
@@ -65,6 +67,44 @@ def load_model(
         net.eval()
         net.requires_grad_(False)
     return net, ckpt.model_info()
+
+
+def load_exported(
+    path: Path, fmt: CheckpointFormat, *, inference: bool, device: Device = None, dtype: torch.dtype | None = None
+) -> tuple[torch.nn.Module, ModelInfo]:
+    """A ``.pts`` (TorchScript) or ``.pt2`` (torch.export) file with its extra-file metadata (api.md §1.2).
+
+    Sets ``task``, ``input_channels`` and ``size`` on the module; the stored config and ``new_size`` do not
+    apply. pt2 modules are not put in eval mode (the exported graph fixed it), as in the reference.
+    """
+    from roost.convert.export import decode_extra_files
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    files: dict[str, Any] = dict.fromkeys(("task", "class_to_idx", "signature", "rgb_stats"), "")
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    try:
+        if fmt is CheckpointFormat.PTS:
+            net = torch.jit.load(str(path), map_location=target, _extra_files=files)
+        else:
+            net = torch.export.load(path, extra_files=files).module().to(target)
+    except (RuntimeError, ValueError, KeyError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable {fmt.value} file: {err}") from err
+    missing = [key for key, value in files.items() if not value]
+    if missing:
+        raise CheckpointError(f"{path}: {fmt.value} file lacks the metadata {missing}; not a Birder export")
+    meta = decode_extra_files(files)
+    net.task = meta["task"]
+    net.input_channels = get_channels_from_signature(meta["signature"])
+    net.size = get_size_from_signature(meta["signature"])
+    if dtype is not None:
+        net.to(dtype)
+    if inference:
+        for param in net.parameters():
+            param.requires_grad_(False)
+        if fmt is CheckpointFormat.PTS:
+            net.eval()
+    return net, ModelInfo(meta["class_to_idx"], meta["signature"], meta["rgb_stats"], None)
 
 
 def build_from_checkpoint(
