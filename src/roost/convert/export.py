@@ -16,7 +16,7 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +25,6 @@ import torch
 from torch import Tensor, nn
 
 from roost.errors import ExportError
-from roost.models.rope_vit import resize_pos_embed
 from roost.weights.checkpoint import (
     BIRDER_VERSION,
     Checkpoint,
@@ -108,8 +107,7 @@ def export_network(net: nn.Module, info: ModelInfo, output: Path, options: Expor
         net.set_dynamic_size(True)
     size = get_size_from_signature(info.signature)
     exporter = _EXPORTERS[options.format]
-    with traceable_dynamic_size(net, options.dynamic_size):
-        path = exporter(net, info, output, options, size)
+    path = exporter(net, info, output, options, size)  # dynamic size: the model traces its tables (_traced_dynamic)
     shapes = check_shapes(size, options, net.config.patch_size)
     error = verify(net, load_runner(path, options.format), shapes, options.dtype)
     atol = options.atol if options.atol is not None else TOLERANCE[options.dtype]
@@ -149,38 +147,6 @@ def verify(net: nn.Module, runner: Callable[[Tensor], Tensor], shapes: list[tupl
 def sample_input(size: tuple[int, int], options: ExportOptions) -> Tensor:
     batch = options.check_batch if options.dynamic_batch or options.format == "onnx" else 1
     return torch.randn(batch, 3, *size, dtype=DTYPES[options.dtype])
-
-
-@contextlib.contextmanager
-def traceable_dynamic_size(net: nn.Module, enabled: bool) -> Iterator[None]:
-    """While exporting with dynamic H/W, compute the RoPE table and the position embedding in the graph.
-
-    Eager dynamic size compares the grid with the native one in Python and caches tables per grid;
-    an exporter would bake the sample's branch (and table) into the graph. Here the table is always
-    rebuilt from the symbolic grid and the position embedding always interpolated (at the native grid
-    bilinear/bicubic interpolation without antialias is the identity, so outputs are unchanged).
-    """
-    if not enabled:
-        yield
-        return
-    rope, c = net.rope, net.config
-
-    def table(grid: tuple[int, int]) -> Tensor:
-        return rope._build(grid).to(rope.pos_embed.device, rope.pos_embed.dtype)
-
-    def pos_embedding(grid: tuple[int, int], antialias: bool | None = None) -> Tensor | None:
-        if not c.abs_pos_embed:
-            return None
-        prefix = c.num_special_tokens if c.pos_embed_special_tokens else 0
-        return resize_pos_embed(
-            net.pos_embedding, prefix, net.grid(net.size), grid, c.pos_embed_interpolation_mode, c.pos_embed_antialias
-        )
-
-    rope.table, net._pos_embedding = table, pos_embedding
-    try:
-        yield
-    finally:
-        del rope.table, net._pos_embedding
 
 
 def _dynamic_shapes(options: ExportOptions) -> dict[str, dict[int, Any]] | None:

@@ -106,6 +106,10 @@ class RoPE(nn.Module):
         self._other: dict[tuple[Size, torch.device, torch.dtype], Tensor] = {}
         self.register_buffer("pos_embed", self._build(grid), persistent=False)
 
+    def build(self, grid: Size) -> Tensor:
+        """A fresh table for ``grid`` in the buffer's device and dtype (traceable: nothing cached)."""
+        return self._build(grid).to(self.pos_embed.device, self.pos_embed.dtype)
+
     def _build(self, grid: Size) -> Tensor:
         c = self.config
         with torch.device("cpu"):  # built on the CPU even under a meta-device context, as the reference does
@@ -122,13 +126,13 @@ class RoPE(nn.Module):
         if key not in self._other:
             if len(self._other) >= 16:
                 self._other.clear()
-            self._other[key] = self._build(grid).to(self.pos_embed.device, self.pos_embed.dtype)
+            self._other[key] = self.build(grid)
         return self._other[key]
 
     def set_grid_size(self, grid: Size) -> None:
         self.grid = grid
         self._other.clear()
-        self.pos_embed = self._build(grid).to(self.pos_embed.device, self.pos_embed.dtype)
+        self.pos_embed = self.build(grid)
 
 
 def resize_pos_embed(
@@ -249,10 +253,15 @@ class RoPEViT(nn.Module):
             )
         return self.grid((h, w))
 
+    def _traced_dynamic(self) -> bool:
+        """Exporting a dynamic-size graph: compute per-size tables in the graph rather than in Python."""
+        return self.dynamic_size and torch.compiler.is_exporting()
+
     def _pos_embedding(self, grid: Size, antialias: bool | None = None) -> Tensor | None:
         if not self.config.abs_pos_embed:
             return None
-        if grid == self.grid(self.size):
+        # At the native grid the interpolation is the identity (no antialias), so a traced graph may always run it.
+        if not self._traced_dynamic() and grid == self.grid(self.size):  # this order: no guard on the grid
             return self.pos_embedding
         c = self.config
         prefix = c.num_special_tokens if c.pos_embed_special_tokens else 0
@@ -287,7 +296,7 @@ class RoPEViT(nn.Module):
             pos, special_pos = pos[:, s:], pos[:, :s]
         if pos is not None:
             patches = patches + pos
-        table = self.rope.table(grid)
+        table = self.rope.build(grid) if self._traced_dynamic() else self.rope.table(grid)
         if ids_keep is not None:
             patches = patches.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
             table = table[ids_keep]  # (B, K, 2d)
