@@ -47,10 +47,22 @@ def test_coordinates_are_divide_then_multiply() -> None:
     assert torch.equal(table[:, 0], torch.sin(i / 13 * 13))
 
 
+def test_rotations_follow_the_spec_formulas() -> None:
+    table = rope_table(head_dim=8, grid=(2, 2), temperature=100.0)
+    x = torch.randn(1, 1, 4, 8, dtype=torch.float64)
+    s, c = table[:, :8].double(), table[:, 8:].double()
+    std = apply_rope(x, *split_table(table.double(), 0, "standard"), "standard")
+    half = torch.cat([-x[..., 4:], x[..., :4]], dim=-1)
+    assert torch.allclose(std, x * c + half * s)
+    inter = apply_rope(x, *split_table(table.double(), 0, "interleaved"), "interleaved")
+    pairs = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)
+    assert torch.allclose(inter, x * c + pairs * s)
+
+
 @pytest.mark.parametrize("rotation", ["standard", "interleaved"])
 def test_special_tokens_stay_unrotated(rotation: str) -> None:
     table = rope_table(head_dim=16, grid=(2, 3), temperature=100.0)
-    sin, cos = split_table(table, num_special=2)
+    sin, cos = split_table(table, 2, rotation)
     x = torch.randn(1, 2, 8, 16)
     y = apply_rope(x, sin, cos, rotation)
     assert torch.equal(y[:, :, :2], x[:, :, :2])
@@ -59,9 +71,9 @@ def test_special_tokens_stay_unrotated(rotation: str) -> None:
 
 def test_interleaved_is_a_rotation() -> None:
     table = rope_table(head_dim=16, grid=(3, 3), temperature=10000.0)
-    sin, cos = split_table(table, num_special=0)
+    sin, cos = split_table(table, 0, "interleaved")
     x = torch.randn(1, 1, 9, 16, dtype=torch.float64)
-    y = apply_rope(x, sin.double(), cos.double(), "interleaved")
+    y = apply_rope(x, sin.double(), cos.double(), "interleaved")  # a true rotation of each pair
     pair_norms = lambda t: t.unflatten(-1, (-1, 2)).norm(dim=-1)  # noqa: E731
     assert torch.allclose(pair_norms(x), pair_norms(y))
 

@@ -302,7 +302,7 @@ class RoPEViT(nn.Module):
             table = table[ids_keep]  # (B, K, 2d)
         special = self._special_tokens(x.shape[0], special_pos)
         tokens = patches if special is None else torch.cat([special, patches], dim=1)
-        sin, cos = split_table(table, s)
+        sin, cos = split_table(table, s, self.config.rope_rot_type)
         return self.encoder.pre_block(tokens), sin, cos
 
     # ----------------------------------------------------------------------------------- forward

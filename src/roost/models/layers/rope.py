@@ -82,14 +82,24 @@ def rope_table(
     return torch.cat([angles.sin(), angles.cos()], dim=1).repeat_interleave(2, dim=1)
 
 
-def split_table(table: Tensor, num_special: int) -> tuple[Tensor, Tensor]:
-    """(…, L, 2d) table -> (sin, cos), each (…, S + L, d), with identity rows for the S special tokens.
+def split_table(table: Tensor, num_special: int, rotation: str) -> tuple[Tensor, Tensor]:
+    """(…, L, 2d) table -> (signed sin, cos), each (…, S + L, d), ready for :func:`apply_rope`.
 
-    Special tokens are never rotated; giving them cos = 1 and sin = 0 lets one fused expression
-    rotate the whole sequence, which returns those tokens exactly unchanged.
+    Special tokens are never rotated: they get cos = 1 and sin = 0, so one fused expression rotates the
+    whole sequence and returns those tokens exactly unchanged. The sign of the rotation (the minus in
+    rotate-half, or in the interleaved pairs) is folded into sin here, once per forward pass, so that
+    each attention layer only swaps the pairs: one copy instead of a negation plus a concatenation.
     """
     d = table.shape[-1] // 2
     sin, cos = table[..., :d], table[..., d:]
+    sign = torch.ones(d, dtype=table.dtype, device=table.device)
+    if rotation == "standard":
+        sign[: d // 2] = -1
+    elif rotation == "interleaved":
+        sign[0::2] = -1
+    else:
+        raise ValueError(f"unknown RoPE rotation {rotation!r}")
+    sin = sin * sign
     if num_special:
         lead = (*table.shape[:-2], num_special, d)
         sin = torch.cat([sin.new_zeros(lead), sin], dim=-2)
@@ -97,23 +107,20 @@ def split_table(table: Tensor, num_special: int) -> tuple[Tensor, Tensor]:
     return sin, cos
 
 
-def rotate_half(x: Tensor) -> Tensor:
-    """Standard (rotate-half) pairing: j with j + d/2."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
-
-
-def rotate_interleaved(x: Tensor) -> Tensor:
-    """Interleaved pairing: (2i, 2i+1)."""
-    pairs = x.unflatten(-1, (-1, 2))
-    return torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
-
-
-ROTATIONS = {"standard": rotate_half, "interleaved": rotate_interleaved}
+def swap_pairs(x: Tensor, rotation: str) -> Tensor:
+    """The rotation partner of each element: j <-> j + d/2 (standard) or 2i <-> 2i+1 (interleaved)."""
+    if rotation == "standard":
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat([x2, x1], dim=-1)
+    return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
 
 
 def apply_rope(x: Tensor, sin: Tensor, cos: Tensor, rotation: str) -> Tensor:
-    """Rotate (B, h, N, d) queries or keys; sin/cos are (N, d) or (B, N, d) (broadcast over heads)."""
+    """Rotate (B, h, N, d) queries or keys with tables from :func:`split_table` ((N, d) or (B, N, d)).
+
+    standard: y[j] = x[j] cos[j] - x[j+d/2] sin[j], y[j+d/2] = x[j+d/2] cos[j+d/2] + x[j] sin[j+d/2];
+    interleaved: y[2i] = x[2i] cos - x[2i+1] sin, y[2i+1] = x[2i+1] cos + x[2i] sin (spec §3.4).
+    """
     if sin.dim() == 3:
         sin, cos = sin.unsqueeze(1), cos.unsqueeze(1)
-    return x * cos + ROTATIONS[rotation](x) * sin
+    return torch.addcmul(x * cos, swap_pairs(x, rotation), sin)
