@@ -81,6 +81,17 @@ def test_capi_loss_falls_and_teacher_is_a_birder_encoder(folders, tmp_path) -> N
     assert info.signature["outputs"][0]["data_shape"] == [0, 0]
 
 
+def test_capi_rejects_a_grid_with_nothing_to_predict(folders, tmp_path) -> None:
+    from roost.errors import TrainingConfigError
+
+    cfg = CapiConfig(
+        network="rope_vit_reg4_b14", model_config=TINY, size=28, data_path=[str(folders[0])], out_dir=str(tmp_path),
+        decoder_layers=1, decoder_dim=64, decoder_heads=4, num_clusters=8,
+    )
+    with pytest.raises(TrainingConfigError, match="0 of 2 masked patches"):  # 2x2 grid: 2 masked, 5 % of them = 0
+        train_capi(cfg)
+
+
 def test_capi_resume_is_bit_identical(folders, tmp_path) -> None:
     from roost.training.state import STATE_FILE, load_state
 

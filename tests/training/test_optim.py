@@ -5,10 +5,19 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from roost.errors import TrainingConfigError
 from roost.models.registry import create_model
-from roost.training.optim import LRSchedule, OptimizerSpec, build_optimizer, layer_ids, param_groups, teacher_momentum
+from roost.training.optim import (
+    Lamb,
+    LRSchedule,
+    OptimizerSpec,
+    build_optimizer,
+    layer_ids,
+    param_groups,
+    teacher_momentum,
+)
 from tests.training.conftest import TINY
 
 
@@ -66,3 +75,41 @@ def test_teacher_momentum_schedule() -> None:
     assert teacher_momentum(100, 1000, 100, 0.999) == pytest.approx(0.999)
     assert teacher_momentum(1000, 1000, 100, 0.999, fraction=0.8) == pytest.approx(0.999904, abs=1e-6)
     assert teacher_momentum(1000, 1000, 100, 0.999, fraction=1.0) == pytest.approx(1.0)
+
+
+def _lamb_step(wd: float, decoupled: bool, grad: list[float]) -> tuple[torch.Tensor, Lamb]:
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    w.grad = torch.tensor(grad)
+    opt = Lamb([{"params": [w], "weight_decay": wd}], lr=0.1, eps=1e-12, decoupled=decoupled)
+    opt.step()
+    return w.detach(), opt
+
+
+def test_lamb_trust_ratio_by_hand() -> None:
+    # step 1: Adam step m̂/√v̂ = sign(g) = [1, 0]; + wd·w = [1.3, 0.4]; trust = ‖w‖ / ‖step‖ = 5 / √1.85
+    w, _ = _lamb_step(0.1, False, [0.5, 0.0])
+    trust = 5 / math.sqrt(1.85)
+    assert torch.allclose(w, torch.tensor([3 - 0.1 * trust * 1.3, 4 - 0.1 * trust * 0.4]))
+
+
+def test_lamb_without_weight_decay_is_not_adapted() -> None:
+    w, _ = _lamb_step(0.0, False, [0.5, 0.0])  # norms / biases: a plain Adam step
+    assert torch.allclose(w, torch.tensor([2.9, 4.0]))
+
+
+def test_lambw_decays_the_weights_first_and_clips_the_global_norm() -> None:
+    w, opt = _lamb_step(0.1, True, [10.0, 0.0])
+    decayed = torch.tensor([3.0, 4.0]) * (1 - 0.1 * 0.1)
+    assert torch.allclose(w, decayed - 0.1 * decayed.norm() * torch.tensor([1.0, 0.0]))
+    state = next(iter(opt.state.values()))
+    assert torch.allclose(state["exp_avg"], torch.tensor([0.1, 0.0]))  # gradient clipped to norm 1 first
+
+
+def test_build_optimizer_names() -> None:
+    def groups() -> list[dict]:
+        return [{"params": [torch.nn.Parameter(torch.zeros(2))], "weight_decay": 0.0}]
+
+    assert build_optimizer(groups(), OptimizerSpec("lamb")).param_groups[0]["decoupled"] is False
+    assert build_optimizer(groups(), OptimizerSpec("lambw")).param_groups[0]["decoupled"] is True
+    with pytest.raises(TrainingConfigError):
+        build_optimizer(groups(), OptimizerSpec("lars"))  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ from roost.training.classification import build_network
 from roost.training.config import RunConfig
 from roost.training.data import AugmentConfig, SampleDataset, TrainTransform, image_files
 from roost.training.engine import Plan, Progress, Unit, fit
-from roost.training.masking import sample_mask_ids
+from roost.training.masking import mask_counts, sample_mask_ids
 from roost.training.optim import OptimizerSpec, build_optimizer, param_groups, teacher_momentum
 from roost.training.state import DistInfo, ema_update_
 from roost.weights.load import save_model
@@ -229,6 +229,16 @@ class MaskSampler:
         return (x, *sample_mask_ids(self.grid, self.mask_ratio, self.kept, g))
 
 
+def _check_mask_counts(grid: tuple[int, int], mask_ratio: float, kept_mask_ratio: float) -> None:
+    n_masked, n_visible, n_predict = mask_counts(grid[0] * grid[1], mask_ratio, kept_mask_ratio)
+    if n_visible < 1 or n_predict < 1:
+        raise TrainingConfigError(
+            f"a {grid[0]}x{grid[1]} patch grid with mask_ratio {mask_ratio} and kept_mask_ratio {kept_mask_ratio} "
+            f"leaves {n_visible} visible and {n_predict} of {n_masked} masked patches to predict; both must be >= 1 "
+            "(raise size or kept_mask_ratio)"
+        )
+
+
 class CapiTask:
     def __init__(self, cfg: CapiConfig, info: DistInfo, device: torch.device) -> None:
         self.cfg, self.info, self.device = cfg, info, device
@@ -242,6 +252,7 @@ class CapiTask:
         self.teacher = copy.deepcopy(backbone).to(device).eval().requires_grad_(False)
         self.clustering = OnlineClustering(d, cfg.num_clusters, cfg.sk_mode, info.enabled).to(device)
         grid = backbone.grid(backbone.size)
+        _check_mask_counts(grid, cfg.mask_ratio, cfg.kept_mask_ratio)
         aug = AugmentConfig(cfg.aug_level, cfg.min_scale, cfg.re_prob, cfg.grayscale)
         self.train_set = SampleDataset(
             image_files(cfg.data_path), TrainTransform(cfg.size, self.rgb_stats, aug), cfg.seed,

@@ -31,6 +31,8 @@ from roost.training.data import (
     image_folder,
     make_generator,
     mix_batch,
+    read_class_file,
+    wds_samples,
 )
 from roost.training.engine import Plan, Progress, Unit, fit
 from roost.training.optim import OptimizerSpec, build_optimizer, param_groups
@@ -59,11 +61,15 @@ class ClassifyConfig(RunConfig):
     ema_steps: int = 32
     ema_warmup_epochs: float | None = None  # default: warmup_epochs
     top_k: int = 5
+    wds: bool = False  # data_path / val_path are WebDataset .tar shards (or folders of them)
+    wds_class_file: str | None = None  # with wds (mandatory): one class name per line, line order = index
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.network is None and self.init is None:
             raise TrainingConfigError("give network (a fresh network) or init (weights to start from)")
+        if self.wds and self.wds_class_file is None:
+            raise TrainingConfigError("wds needs wds_class_file (one class name per line)")
         if not 0 <= self.label_smoothing < 0.5:
             raise TrainingConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 
@@ -230,14 +236,25 @@ class SupervisedTask:
             self.ema.load_state_dict(state["ema"])
 
 
-def make_classify_task(cfg: ClassifyConfig, info: DistInfo, device: torch.device) -> SupervisedTask:
+def labelled_samples(cfg: ClassifyConfig) -> tuple[list, list | None, dict[str, int]]:
+    """(train samples, validation samples or None, class_to_idx) from image folders or WebDataset shards."""
+    if cfg.wds:
+        assert cfg.wds_class_file is not None
+        class_to_idx = read_class_file(cfg.wds_class_file)
+        val = wds_samples([cfg.val_path], len(class_to_idx)) if cfg.val_path else None
+        return wds_samples([cfg.data_path], len(class_to_idx)), val, class_to_idx
     samples, class_to_idx = image_folder(cfg.data_path)
+    val = image_folder(cfg.val_path, class_to_idx)[0] if cfg.val_path else None
+    return samples, val, class_to_idx
+
+
+def make_classify_task(cfg: ClassifyConfig, info: DistInfo, device: torch.device) -> SupervisedTask:
+    samples, val_samples, class_to_idx = labelled_samples(cfg)
     rgb = get_rgb_stats(cfg.rgb_mode)
     aug = AugmentConfig(cfg.aug_level, cfg.min_scale, cfg.re_prob, cfg.grayscale)
     train_set = SampleDataset(samples, TrainTransform(cfg.size, rgb, aug), cfg.seed)
     val_set = None
-    if cfg.val_path:
-        val_samples, _ = image_folder(cfg.val_path, class_to_idx)
+    if val_samples is not None:
         val_set = SampleDataset(val_samples, EvalTransform(classification_transform(cfg.size, rgb)), cfg.seed)
     net, new_head = build_network(cfg.network, cfg.init, len(class_to_idx), cfg.size, cfg.model_config)
     if new_head and cfg.init is not None:

@@ -30,7 +30,7 @@ class RunConfig:
     epochs: int = 10
     batch_size: int = 32
     grad_accum: int = 1  # --grad-accum-steps
-    opt: Literal["adamw", "sgd"] = "adamw"
+    opt: Literal["adamw", "sgd", "lamb", "lambw"] = "adamw"
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)  # --opt-betas
     momentum: float = 0.9  # SGD

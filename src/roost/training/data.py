@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,81 @@ def image_files(inputs: Sequence[PathLike]) -> list[tuple[Path, int]]:
 
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+# ------------------------------------------------------------------------------------------- tar shards
+
+WDS_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """One image inside a WebDataset ``.tar`` shard, read by byte offset (no open handle: safe in workers)."""
+
+    shard: Path
+    offset: int
+    size: int
+    name: str
+
+    def read(self) -> bytes:
+        with open(self.shard, "rb") as fh:
+            fh.seek(self.offset)
+            return fh.read(self.size)
+
+
+def read_class_file(path: PathLike) -> dict[str, int]:
+    """class_to_idx from a WebDataset class file: one class name per line, line order = index."""
+    names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if len(set(names)) != len(names) or not names:
+        raise TrainingConfigError(f"{path}: class names must be unique and non-empty")
+    return {name: i for i, name in enumerate(names)}
+
+
+def tar_shards(inputs: Sequence[PathLike]) -> list[Path]:
+    """``.tar`` files given directly, or found (sorted) in the given folders."""
+    shards: list[Path] = []
+    for item in map(Path, inputs):
+        shards += sorted(item.glob("*.tar")) if item.is_dir() else [item]
+    missing = [str(s) for s in shards if not s.is_file()]
+    if missing or not shards:
+        raise TrainingConfigError(f"no .tar shards at {[str(i) for i in inputs]}" + (f": {missing}" if missing else ""))
+    return shards
+
+
+def wds_samples(inputs: Sequence[PathLike], num_classes: int) -> list[tuple[TarMember, int]]:
+    """(image, label) per sample of WebDataset shards: members grouped by key (the name up to the first dot of its
+    last component); a sample needs an image (jpg/jpeg/png/webp) and a ``.cls`` holding the class index."""
+    out: list[tuple[TarMember, int]] = []
+    for shard in tar_shards(inputs):
+        images, labels = _shard_members(shard)
+        for key in sorted(images.keys() & labels.keys()):
+            if not 0 <= labels[key] < num_classes:
+                raise TrainingConfigError(f"{shard}: {key} has class {labels[key]}, outside 0..{num_classes - 1}")
+            out.append((images[key], labels[key]))
+    if not out:
+        raise TrainingConfigError(f"no samples with an image and a .cls label in {[str(i) for i in inputs]}")
+    return out
+
+
+def _shard_members(shard: Path) -> tuple[dict[str, TarMember], dict[str, int]]:
+    images: dict[str, TarMember] = {}
+    labels: dict[str, int] = {}
+    with tarfile.open(shard) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            folder, _, base = member.name.rpartition("/")
+            stem, _, ext = base.partition(".")
+            key = f"{folder}/{stem}" if folder else stem
+            if ext.lower() in WDS_IMAGE_EXTS:
+                images[key] = TarMember(shard, member.offset_data, member.size, member.name)
+            elif ext == "cls":
+                labels[key] = int(tar.extractfile(member).read().decode().strip())  # type: ignore[union-attr]
+    return images, labels
+
+
+def load_sample(source: Path | TarMember) -> Image.Image:
+    return load_image(source.read() if isinstance(source, TarMember) else source)
 
 
 # ---------------------------------------------------------------------------------------------- augment
@@ -226,7 +302,7 @@ class SampleDataset(Dataset):
 
     def __init__(
         self,
-        samples: Sequence[tuple[Path, int]],
+        samples: Sequence[tuple[Path | TarMember, int]],
         transform: Callable[[Image.Image, torch.Generator], Tensor],
         seed: int,
         extra: Callable[[Tensor, int, torch.Generator], tuple[Any, ...]] | None = None,
@@ -241,7 +317,7 @@ class SampleDataset(Dataset):
         epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
         g = make_generator(self.seed, epoch, index)
         path, label = self.samples[index]
-        x = self.transform(load_image(path), g)
+        x = self.transform(load_sample(path), g)
         return self.extra(x, label, g) if self.extra is not None else (x, label)
 
 

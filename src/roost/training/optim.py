@@ -18,7 +18,7 @@ from roost.errors import TrainingConfigError
 
 BLOCK_REGEX = r"encoder\.block\.(\d+)"
 _NORM_TYPES = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
-OptimizerName = Literal["adamw", "sgd"]
+OptimizerName = Literal["adamw", "sgd", "lamb", "lambw"]
 
 
 def _norm_param_names(model: nn.Module) -> set[str]:
@@ -88,7 +88,60 @@ def build_optimizer(groups: list[dict[str, Any]], spec: OptimizerSpec) -> torch.
         return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps)
     if spec.name == "sgd":
         return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov)
-    raise TrainingConfigError(f"unknown optimizer {spec.name!r}; expected adamw or sgd")
+    if spec.name in ("lamb", "lambw"):
+        return Lamb(groups, lr=spec.lr, betas=spec.betas, decoupled=spec.name == "lambw")
+    raise TrainingConfigError(f"unknown optimizer {spec.name!r}; expected adamw, sgd, lamb or lambw")
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al., arXiv 1904.00962) as timm / Birder ``lamb`` (``lambw``: ``decoupled=True``).
+
+    The global gradient norm is first clipped to ``max_grad_norm``; the Adam step (with bias correction) gets
+    the weight decay added (or applied to the weights directly when decoupled), then each tensor's step is
+    scaled by the trust ratio ‖w‖ / ‖step‖ (1 where either norm is 0). Tensors of a group without weight
+    decay (norms, biases with ``norm_wd=0``) are not adapted, as in the reference (``always_adapt=False``).
+    """
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.01, max_grad_norm: float | None = 1.0, decoupled: bool = False) -> None:
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "decoupled": decoupled}
+        super().__init__(params, defaults)
+        self.max_grad_norm = max_grad_norm
+
+    def _grad_scale(self) -> torch.Tensor | float:
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if self.max_grad_norm is None or not grads:
+            return 1.0
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        return (norm / self.max_grad_norm).clamp(min=1.0)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = closure() if closure is not None else None
+        scale = self._grad_scale()
+        for group in self.param_groups:
+            for p in (p for p in group["params"] if p.grad is not None):
+                self._update(p, p.grad / scale, group)
+        return loss
+
+    def _update(self, p: torch.Tensor, grad: torch.Tensor, group: dict[str, Any]) -> None:
+        state = self.state[p]
+        if not state:
+            state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+        (beta1, beta2), wd, lr = group["betas"], group["weight_decay"], group["lr"]
+        state["step"] += 1
+        state["exp_avg"].lerp_(grad, 1 - beta1)
+        state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (state["exp_avg_sq"] / (1 - beta2 ** state["step"])).sqrt_().add_(group["eps"])
+        update = state["exp_avg"] / (1 - beta1 ** state["step"]) / denom
+        if wd != 0 and group["decoupled"]:
+            p.mul_(1 - lr * wd)
+        elif wd != 0:
+            update.add_(p, alpha=wd)
+        if wd != 0:
+            w_norm, u_norm = p.norm(), update.norm()
+            update.mul_(torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0))
+        p.add_(update, alpha=-lr)
 
 
 @dataclass(frozen=True)
