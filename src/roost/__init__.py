@@ -6,7 +6,7 @@
 from roost.data.transforms import classification_transform, get_rgb_stats
 from roost.models.registry import create_model, list_models
 from roost.weights.checkpoint import ModelInfo, get_channels_from_signature, get_size_from_signature
-from roost.weights.load import load_model, load_pretrained_model
+from roost.weights.load import load_model, load_pretrained_model, save_model
 from roost.weights.manifest import list_pretrained_models, register_weights
 
 __version__ = "0.1.0"
@@ -24,4 +24,5 @@ __all__ = [
     "load_model",
     "load_pretrained_model",
     "register_weights",
+    "save_model",
 ]
