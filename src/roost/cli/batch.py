@@ -11,6 +11,7 @@ from rich.table import Table
 
 from roost.cli.common import user_errors
 from roost.inference import jobs
+from roost.inference.predict import DTYPES
 from roost.inference.ray_engine import JobSpec, RayOptions, run_files
 
 Paths = Annotated[
@@ -42,7 +43,7 @@ def _options(
     batch_size: int, workers: int, device: str | None, dtype: str, recursive: bool, no_draft: bool, compile: bool,
     quiet: bool, backend: str = "torch",
 ) -> jobs.RunOptions:
-    if dtype not in ("fp32", "bf16", "fp16"):
+    if dtype not in DTYPES:
         raise typer.BadParameter(f"--dtype must be fp32, bf16 or fp16, not {dtype!r}")
     if backend not in ("torch", "ort", "ort-int8"):
         raise typer.BadParameter(f"--backend must be torch, ort or ort-int8, not {backend!r}")

@@ -147,21 +147,15 @@ def orient_files(
     if len(runner.class_names) != 4:
         raise RoostError(f"{model} has {len(runner.class_names)} classes; an orientation model has 4")
     roots = [Path(p) for p in inputs]
-    paths = pending(inputs, report, options)
     empty = {"rotation": None, "confidence": None, **{f"p{r}": None for r in orient.ROTATIONS}, "action": None}
-    written: list[Row] = []
-    sink = open_sink(report, orient.REPORT_SCHEMA) if report is not None else nullcontext()
-    with sink as out, progress_bar(len(paths), options.progress, "orient") as advance:
-        for batch, result in runner.run(paths, ("probs",)):
-            rows = _rows(paths, batch, result.get("probs"), lambda p: _orient_values(p, fix.threshold), empty)
-            for row in rows:
-                if row["error"] is None and row["action"] == orient.ACTION_ROTATE:
-                    _apply_fix(row, fix, roots)
-            if out is not None:
-                out.write(rows)
-            written += rows
-            advance(len(rows))
-    return written
+
+    def apply_fixes(rows: list[Row]) -> None:  # before the batch's rows are written, as a resume expects
+        for row in rows:
+            if row["error"] is None and row["action"] == orient.ACTION_ROTATE:
+                _apply_fix(row, fix, roots)
+
+    values = lambda p: _orient_values(p, fix.threshold)  # noqa: E731
+    return _simple_job(runner, inputs, report, orient.REPORT_SCHEMA, "probs", values, empty, "orient", apply_fixes)
 
 
 def _orient_values(probs: np.ndarray, threshold: float) -> Row:
@@ -245,13 +239,17 @@ def _simple_job(
     values: Callable[[np.ndarray], Row],
     empty: Row,
     label: str,
+    after: Callable[[list[Row]], None] | None = None,
 ) -> list[Row]:
+    """Run the model over the pending inputs; each batch's rows go through ``after``, then to the report."""
     paths = pending(inputs, report, runner.options)
     written: list[Row] = []
     sink = open_sink(report, schema) if report is not None else nullcontext()
     with sink as out, progress_bar(len(paths), runner.options.progress, label) as advance:
         for batch, result in runner.run(paths, (output,)):
             rows = _rows(paths, batch, result.get(output), values, empty)
+            if after is not None:
+                after(rows)
             if out is not None:
                 out.write(rows)
             written += rows

@@ -150,8 +150,7 @@ def network_from_file_name(path: PathLike) -> str:
 
 
 def _is_network(name: str) -> bool:
-    if name in registry.list_models():
-        return True
+    """Whether ``name`` parses as a network (every catalogued name does, aliases included)."""
     try:
         registry.resolve_name(name)
     except (UnknownModelError, ConfigError):
