@@ -1,16 +1,18 @@
 """Shared test fixtures: the location of the project's shared fixtures (``../shared`` beside the checkout).
 
 The package itself never reads ``../shared``; only tests do, and they skip cleanly when it is absent.
+``ROOST_SHARED=/some/folder`` points the tests elsewhere (``ROOST_SHARED=/nonexistent`` checks the skips).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-"""``<checkout>/../shared`` (``/work/shared`` for ``/work/main``)."""
+SHARED = Path(os.environ.get("ROOST_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+"""``$ROOST_SHARED``, else ``<checkout>/../shared`` (``/work/shared`` for ``/work/main``)."""
 
 
 @pytest.fixture(scope="session")

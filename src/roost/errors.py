@@ -90,3 +90,23 @@ class ResumeError(RoostError, ValueError):
 
 class EngineError(RoostError, ValueError):
     """Options the Ray engine cannot honour: ``ray`` not installed, a report that is not Parquet, fixes on URIs."""
+
+
+class JobOptionError(RoostError, ValueError):
+    """A batch-job option out of range or contradicting another (checked before any work starts)."""
+
+
+class JobModelError(RoostError, ValueError):
+    """A model that does not suit the job (an orientation job needs 4 classes, predict a classifier, …)."""
+
+
+class FixError(RoostError):
+    """A file fix that was refused to keep the user's data safe (a target not written by roost, a changed file)."""
+
+
+class FormatNotAvailableError(RoostError, ValueError):
+    """A file format that published weights do not come in; the message lists the formats they have."""
+
+
+class SettingsError(RoostError, ValueError):
+    """An environment variable roost reads (``ROOST_*``) holding a value it cannot use."""

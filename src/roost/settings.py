@@ -2,19 +2,23 @@
 
 | variable | meaning | default |
 |---|---|---|
-| ``ROOST_HOME`` | cache root; downloaded weights go to ``$ROOST_HOME/weights`` | ``~/.cache/roost`` |
+| ``ROOST_HOME`` | cache root: weights in ``<home>/weights``, ONNX exports in ``<home>/onnx`` | ``~/.cache/roost`` |
 | ``ROOST_OFFLINE`` / ``HF_HUB_OFFLINE`` | no network: only files already on disk are used | off |
 | ``ROOST_MANIFEST`` | extra weights manifests (JSON), several joined with ``:`` | none |
+| ``ROOST_CONNECT_TIMEOUT`` | seconds a weights server has to answer before a download gives up | 2 |
 | ``ROOST_DEVICE`` | default torch device for the tools that pick one | none (CPU) |
 | ``HF_ENDPOINT`` / ``HF_HUB_CACHE`` / ``HF_HOME`` | passed on to huggingface_hub at call time | its defaults |
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from roost.errors import SettingsError
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -31,6 +35,19 @@ def _hf_cache(env: Mapping[str, str]) -> Path | None:
     return None
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise SettingsError(f"{name} must be a positive number of seconds, not {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -39,10 +56,16 @@ class Settings:
     device: str | None = None
     hf_endpoint: str | None = None
     hf_cache: Path | None = None
+    connect_timeout: float = 2.0
 
     @property
     def weights_dir(self) -> Path:
         return self.home / "weights"
+
+    @property
+    def onnx_cache_dir(self) -> Path:
+        """Where the ONNX Runtime backend keeps its exports, one folder per model, size and version set."""
+        return self.home / "onnx"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,4 +81,5 @@ class Settings:
             device=env.get("ROOST_DEVICE") or None,
             hf_endpoint=endpoint,
             hf_cache=_hf_cache(env),
+            connect_timeout=_seconds(env, "ROOST_CONNECT_TIMEOUT", cls.connect_timeout),
         )

@@ -28,9 +28,10 @@ runner = CliRunner()
 pytestmark = pytest.mark.skipif(not ROTNET.exists(), reason="shared fixtures not present")
 
 
-def cli(*args: str) -> None:
+def cli(*args: str, code: int = 1) -> None:
+    """Run a batch command; ``code`` 1 is expected where the inputs include the bad files."""
     result = runner.invoke(app, [*args, "--quiet", "--workers", "0"], env={"COLUMNS": "200"})
-    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert result.exit_code == code, result.output + repr(result.exception)
 
 
 @pytest.fixture
@@ -80,8 +81,8 @@ def test_orient_report_fix_copy_and_resume(photos: Path, tmp_path: Path) -> None
         np.testing.assert_allclose([float(row[f"p{a}"]) for a in ANGLES], probs, atol=1e-5)
         src = Path(row["path"])
         fixed = out / src.relative_to(photos)
-        if row["rotation"] == "0":
-            assert row["action"] == "none" and not fixed.exists()
+        if row["rotation"] == "0":  # the copy folder holds every image: upright ones unchanged
+            assert row["action"] == "copied unchanged" and fixed.read_bytes() == src.read_bytes()
             continue
         assert row["action"] == "rotated (lossless)"
         upright = np.asarray(Image.open(src).convert("RGB").rotate(-int(row["rotation"]), expand=True), np.int16)
@@ -94,7 +95,7 @@ def test_orient_report_fix_copy_and_resume(photos: Path, tmp_path: Path) -> None
     assert any(r["rotation"] != "0" for r in good), "the fixture model should call some image rotated"
 
     # Resume: a second run finds every input finished and adds nothing.
-    cli("orient", str(photos), "-r", "-m", str(ROTNET), "--report", str(report))
+    cli("orient", str(photos), "-r", "-m", str(ROTNET), "--report", str(report), code=0)
     assert len(read_csv(report)) == len(rows)
 
 
@@ -103,7 +104,7 @@ def test_orient_resumes_after_an_interruption(photos: Path, tmp_path: Path) -> N
     cli("orient", str(photos), "-m", str(ROTNET), "--report", str(report))
     lines = report.read_text().splitlines()
     report.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])  # a crash mid-write
-    cli("orient", str(photos), "-m", str(ROTNET), "--report", str(report))
+    cli("orient", str(photos), "-m", str(ROTNET), "--report", str(report), code=1)
     rows = [json.loads(line) for line in report.read_text().splitlines()]
     assert sorted(r["path"] for r in rows) == sorted(json.loads(line)["path"] for line in lines)
 
@@ -112,7 +113,8 @@ def test_orient_inplace_keeps_a_backup(photos: Path, tmp_path: Path) -> None:
     target = photos / "sub"
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     report = tmp_path / "report.parquet"
-    cli("orient", str(target), "-m", str(ROTNET), "--report", str(report), "--fix", "inplace", "--threshold", "0")
+    cli("orient", str(target), "-m", str(ROTNET), "--report", str(report), "--fix", "inplace", "--threshold", "0",
+        code=0)
     table = pq.read_table(report).to_pylist()
     rotated = [r for r in table if r["rotation"] != 0]
     assert rotated and all(r["action"] == "rotated (lossless)" for r in rotated)
@@ -137,7 +139,7 @@ def test_orient_dry_run_and_threshold_change_nothing(photos: Path, tmp_path: Pat
 
 def test_predict_topk(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "pred.csv"
-    cli("predict", str(photos), "-m", str(PLACES), "--topk", "3", "-o", str(out))
+    cli("predict", str(photos), "-m", str(PLACES), "--topk", "3", "--report", str(out))
     rows = [r for r in read_csv(out) if not r["error"]]
     assert rows and list(rows[0]) == ["path", "label_1", "prob_1", "label_2", "prob_2", "label_3", "prob_3", "error"]
     net, info = roost.load_pretrained_model(PLACES, inference=True)
@@ -153,7 +155,10 @@ def test_predict_topk(photos: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("suffix", [".parquet", ".npy"])
 def test_embed(photos: Path, tmp_path: Path, suffix: str) -> None:
     out = tmp_path / f"emb{suffix}"
-    cli("embed", str(photos), "-m", str(PE), "-o", str(out))
+    if suffix == ".parquet":
+        cli("embed", str(photos), "-m", str(PE), "--report", str(out))
+    else:
+        cli("embed", str(photos), "-m", str(PE), "--report", str(tmp_path / "emb.jsonl"), "--npy", str(out))
     if suffix == ".parquet":
         table = pq.read_table(out).to_pylist()
         good = [r for r in table if r["error"] is None]
@@ -179,8 +184,9 @@ def test_unknown_model_is_one_clear_line(photos: Path) -> None:
 @pytest.mark.parametrize(("backend", "atol"), [("ort", 1e-4), ("ort-int8", 0.1)])
 def test_predict_with_onnx_runtime_backend(photos: Path, tmp_path: Path, backend: str, atol: float) -> None:
     pytest.importorskip("onnxruntime")
-    cli("predict", str(photos), "-m", str(PLACES), "--topk", "1", "-o", str(tmp_path / "torch.csv"))
-    cli("predict", str(photos), "-m", str(PLACES), "--topk", "1", "-o", str(tmp_path / "ort.csv"), "--backend", backend)
+    cli("predict", str(photos), "-m", str(PLACES), "--topk", "1", "--report", str(tmp_path / "torch.csv"))
+    cli("predict", str(photos), "-m", str(PLACES), "--topk", "1", "--report", str(tmp_path / "ort.csv"),
+        "--backend", backend)
     ours, theirs = read_csv(tmp_path / "torch.csv"), read_csv(tmp_path / "ort.csv")
     assert [r["path"] for r in ours] == [r["path"] for r in theirs]
     for a, b in zip(ours, theirs, strict=True):

@@ -7,8 +7,6 @@ import torch
 from torch import nn
 
 from roost.convert.quantize import quantize_linear_int8, quantize_onnx, top1_agreement
-from roost.data.datasets import Batch
-from roost.inference.predict import run_model
 from roost.weights.load import load_model
 
 pytest.importorskip("onnxruntime")
@@ -46,20 +44,22 @@ def test_torch_int8_replaces_linears_and_stays_close(net, images):
     assert top1_agreement(ref, got) >= 0.75
 
 
-def test_ort_backend_matches_eager_and_runs_in_run_model(tmp_path, net, images):
+def test_ort_backend_matches_eager_and_quantizes(tmp_path, net, images):
     from roost.inference.ort import OrtBackend
 
-    backend = OrtBackend.from_network(net, (252, 252), folder=tmp_path)
+    backend = OrtBackend.from_network(net, (252, 252), quantize=False, cache_dir=tmp_path, key="fp32")
+    assert backend.path == tmp_path / "fp32" / "embedding.onnx" and not backend.from_cache
     with torch.inference_mode():
         torch.testing.assert_close(backend.embedding(images[:3]), net.embedding(images[:3]), atol=1e-4, rtol=0)
         torch.testing.assert_close(backend(images[:5]), net(images[:5]), atol=1e-4, rtol=0)
-    batch = Batch(ok=[0, 1], images=images[:2], errors={2: "broken"})
-    (_, out), = list(run_model(backend, [batch], outputs=("probs", "embedding")))
-    assert out["probs"].shape == (2, 4) and out["embedding"].shape == (2, 128)
+        assert backend.classify(backend.embedding(images[:2])).shape == (2, 4)
+    # What the batch jobs ask of a network: its device through a parameter, its embedding width.
+    assert next(backend.parameters()).device.type == "cpu" and backend.embedding_size == 128
 
-    int8 = quantize_onnx(tmp_path / "embedding.onnx", tmp_path / "embedding_int8.onnx")
-    assert int8.stat().st_size < (tmp_path / "embedding.onnx").stat().st_size
-    q = OrtBackend.from_network(net, (252, 252), quantize=True, folder=tmp_path / "q")
+    int8 = quantize_onnx(backend.path, tmp_path / "embedding_int8.onnx")
+    assert int8.stat().st_size < backend.path.stat().st_size
+    q = OrtBackend.from_network(net, (252, 252), quantize=True, cache_dir=tmp_path, key="int8")
+    assert [p.name for p in (tmp_path / "int8").iterdir()] == ["embedding_int8.onnx"]  # no fp32 copy kept
     with torch.inference_mode():
         ref, got = net(images), q(images)
     assert not torch.allclose(ref, got, atol=1e-6)

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import roost
+from tests.conftest import SHARED
 from tests.formula import fill_formula
 
-PARITY = Path(__file__).resolve().parents[2].parent / "shared" / "parity"
+PARITY = SHARED / "parity"
 CASES = sorted(p.parent.name for p in PARITY.glob("*/manifest.json"))
 
-pytestmark = pytest.mark.skipif(not CASES, reason="../shared/parity not present")
+pytestmark = pytest.mark.skipif(not CASES, reason=f"parity fixtures not found at {PARITY}")
 
 
 def _build(case: str) -> tuple[dict, torch.nn.Module]:
@@ -34,12 +33,14 @@ def _build(case: str) -> tuple[dict, torch.nn.Module]:
 @pytest.mark.parametrize("case", CASES)
 def test_state_dict_matches_manifest(case: str) -> None:
     manifest = json.loads((PARITY / case / "manifest.json").read_text())
-    net = roost.create_model(manifest["network"], manifest["num_classes"], size=tuple(manifest["size"]))
+    with torch.device("meta"):  # names, shapes and dtypes only: no need to fill full-size weights
+        net = roost.create_model(manifest["network"], manifest["num_classes"], size=tuple(manifest["size"]))
     got = [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in net.state_dict().items()]
     assert got == manifest["state_dict"]
     assert sum(p.numel() for p in net.parameters()) == manifest["num_params"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_outputs_match_reference(case: str) -> None:
     manifest, net = _build(case)

@@ -17,8 +17,8 @@ from tests.training.conftest import TINY
 def _run(kind: str, folders: tuple[Path, Path], out: Path, **kw) -> list[float]:
     common = dict(model_config=TINY, out_dir=str(out), batch_size=8, lr_update="step", **kw)
     if kind == "classify":
-        train_classifier(ClassifyConfig(network="rope_vit_reg4_b14", size=28, data_path=str(folders[0]),
-                                        val_path=str(folders[1]), epochs=4, lr=3e-3, aug_level=1, **common))
+        train_classifier(ClassifyConfig(network="rope_vit_reg4_b14", size=28, data_path=[str(folders[0])],
+                                        val_path=[str(folders[1])], epochs=4, lr=3e-3, aug_level=1, **common))
     elif kind == "rotnet":
         train_rotnet(RotNetConfig(network="rope_vit_reg4_b14", size=28, data_path=[str(folders[0])], epochs=8,
                                   lr=1e-2, **common))

@@ -16,8 +16,8 @@ from tests.training.conftest import TINY
 
 def _cfg(folders: tuple[Path, Path], out: Path, **kw) -> ClassifyConfig:
     base = dict(
-        network="rope_vit_reg4_b14", model_config=TINY, size=28, data_path=str(folders[0]),
-        val_path=str(folders[1]), out_dir=str(out), epochs=4, batch_size=8, lr=3e-3, aug_level=1,
+        network="rope_vit_reg4_b14", model_config=TINY, size=28, data_path=[str(folders[0])],
+        val_path=[str(folders[1])], out_dir=str(out), epochs=4, batch_size=8, lr=3e-3, aug_level=1,
         lr_update="step", warmup_epochs=1,
     )
     return ClassifyConfig(**{**base, **kw})

@@ -25,7 +25,7 @@ def _run(args: list[str], cwd: Path) -> None:
 def test_two_process_gloo_matches_one_process(folders, tmp_path) -> None:
     train = str(folders[0])
     _run([sys.executable, str(WORKER), train, str(tmp_path / "one"), "8"], tmp_path)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # free port
     _run([*torchrun, str(WORKER), train, str(tmp_path / "two"), "4"], tmp_path)
     for run, key in (("cls", "net"), ("capi", "student")):
         one = load_state(tmp_path / "one" / run / STATE_FILE)["task"][key]

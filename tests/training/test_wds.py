@@ -59,9 +59,9 @@ def test_wds_run_equals_folder_run(folders, tmp_path) -> None:
     train, class_file = make_shards(folders[0], tmp_path / "train")
     val, _ = make_shards(folders[1], tmp_path / "val")
     common = dict(network="rope_vit_reg4_b14", model_config=TINY, size=28, epochs=2, batch_size=8, lr=3e-3)
-    train_classifier(ClassifyConfig(data_path=str(folders[0]), val_path=str(folders[1]),
+    train_classifier(ClassifyConfig(data_path=[str(folders[0])], val_path=[str(folders[1])],
                                     out_dir=str(tmp_path / "dirs"), **common))
-    history = train_classifier(ClassifyConfig(data_path=str(train), val_path=str(val), wds=True,
+    history = train_classifier(ClassifyConfig(data_path=[str(train)], val_path=[str(val)], wds=True,
                                               wds_class_file=str(class_file), out_dir=str(tmp_path / "wds"), **common))
     a, b = (load_state(tmp_path / run / STATE_FILE)["task"]["net"] for run in ("dirs", "wds"))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -16,6 +17,9 @@ from roost.errors import CheckpointError
 from roost.weights.checkpoint import (
     Checkpoint,
     CheckpointFormat,
+    decode_extra_files,
+    encode_extra_files,
+    export_metadata,
     get_signature,
     read_checkpoint,
     write_checkpoint,
@@ -132,8 +136,24 @@ def test_signature_helpers() -> None:
 def test_format_from_suffix() -> None:
     assert CheckpointFormat.from_path("a/b.SAFETENSORS") is CheckpointFormat.SAFETENSORS
     assert CheckpointFormat.from_path("a.pt") is CheckpointFormat.PT
+    assert CheckpointFormat.from_path("a.pt2") is CheckpointFormat.PT2
     with pytest.raises(CheckpointError, match="suffix"):
         CheckpointFormat.from_path("a.bin")
+    with pytest.raises(CheckpointError, match=r'backend="ort".*checkpoint this file was exported from'):
+        CheckpointFormat.from_path("a.ONNX")
+
+
+def test_export_metadata_round_trip() -> None:
+    info = roost.ModelInfo(
+        {"a": 0, "b": 1}, get_signature((1, 3, 224, 196), 2), {"mean": (0.5,) * 3, "std": (0.25,) * 3}, None
+    )
+    meta = export_metadata(info, "image_classification", batch=2)
+    assert meta["signature"]["inputs"][0]["data_shape"] == [2, 3, 224, 196]
+    assert info.signature["inputs"][0]["data_shape"][0] == 0  # the caller's signature is left alone
+    files = encode_extra_files(meta)
+    assert all(isinstance(v, str) for v in files.values()) and files["task"] == "image_classification"
+    back = decode_extra_files({k: v.encode() for k, v in files.items()})  # torch may hand back bytes
+    assert back == {**meta, "rgb_stats": {"mean": [0.5] * 3, "std": [0.25] * 3}}
 
 
 def test_bad_files_raise_checkpoint_error(tmp_path: Path) -> None:
@@ -157,3 +177,22 @@ def test_pickled_code_is_refused(tmp_path: Path) -> None:
     torch.save({"state": {}, "signature": {}, "class_to_idx": {}, "rgb_stats": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="weights-only"):
         read_checkpoint(tmp_path / "evil.pt")
+
+
+class RunsShell:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickled_shell_command_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "rope_vit_reg4_b14_evil.pt"
+    torch.save({"state": {}, "signature": {}, "class_to_idx": {}, "rgb_stats": RunsShell(marker)}, path)
+    assert not marker.exists()
+    for load in (read_checkpoint, roost.load_pretrained_model):
+        with pytest.raises(CheckpointError, match="weights-only"):
+            load(path)
+    assert not marker.exists()

@@ -1,8 +1,12 @@
-"""Downloads against loopback servers: sha256, truncation and resume, offline, Hugging Face endpoint."""
+"""Downloads against loopback servers: sha256, truncation and resume, offline and unreachable servers,
+progress callbacks, Hugging Face endpoint."""
 
 from __future__ import annotations
 
 import os
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -10,10 +14,18 @@ import pytest
 import torch
 
 import roost
-from roost.errors import ChecksumError, DownloadError, UnknownModelError, WeightsNotFoundError
+from roost.errors import (
+    ChecksumError,
+    DownloadError,
+    FormatNotAvailableError,
+    RoostError,
+    UnknownModelError,
+    WeightsNotFoundError,
+)
 from roost.settings import Settings
 from roost.weights import hub
-from roost.weights.manifest import PretrainedEntry
+from roost.weights.hub import DownloadProgress
+from roost.weights.manifest import REGISTRY, PretrainedEntry
 from tests.weights.conftest import COMMIT, Server, entry, sha256_hex, write_manifest
 
 # huggingface_hub reads HF_ENDPOINT when imported; it is imported above, before any test sets the
@@ -94,8 +106,10 @@ def test_truncated_download_then_resume(served: Server, roost_env: Path, fixture
     assert not (roost_env / "weights" / f"{NAME}.pt").exists()
     half = partial.stat().st_size
     assert 0 < half < len(fixture_files["pt"])
-    roost.load_pretrained_model(NAME, progress_bar=False)
+    events: list[DownloadProgress] = []
+    roost.load_pretrained_model(NAME, on_progress=events.append)
     assert served.state.gets()[-1][2].get("Range") == f"bytes={half}-"
+    assert events[0].done == half and events[-1].done == events[-1].total == len(fixture_files["pt"])
     assert _cache_files(roost_env) == [f"{NAME}.pt"]
     assert (roost_env / "weights" / f"{NAME}.pt").read_bytes() == fixture_files["pt"]
 
@@ -167,11 +181,82 @@ def test_missing_at_source(served: Server, roost_env: Path) -> None:
     assert _cache_files(roost_env) == []
 
 
-def test_unreachable_server(roost_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dead = entry("http://127.0.0.1:9/models", NETWORK, {"pt": b"x"})
-    monkeypatch.setenv("ROOST_MANIFEST", str(write_manifest(tmp_path / "m.json", {NAME: dead})))
-    with pytest.raises(DownloadError, match="cannot reach"):
+@pytest.fixture
+def refusing() -> str:
+    """The URL of a loopback port nothing listens on (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """The URL of a loopback server that accepts connections and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+# (server fixture, the most seconds the failure may take): the default connect timeout is 2 s
+UNREACHABLE = [("refusing", 1.0), ("silent", 3.0)]
+
+
+def _fails_fast(limit: float, url: str, target: Path) -> str:
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as err:
         roost.load_pretrained_model(NAME, progress_bar=False)
+    assert time.monotonic() - start < limit
+    message = str(err.value)
+    assert "\n" not in message and "cannot reach 127.0.0.1:" in message
+    assert f"Download {url} and place it at {target} " in message
+    return message
+
+
+@pytest.mark.parametrize(("server", "limit"), UNREACHABLE)
+def test_unreachable_server_fails_fast_naming_the_file_place(
+    server: str, limit: float, request: pytest.FixtureRequest, roost_env: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = request.getfixturevalue(server)
+    dead = entry(f"{base}/models", NETWORK, {"pt": b"x"})
+    monkeypatch.setenv("ROOST_MANIFEST", str(write_manifest(tmp_path / "m.json", {NAME: dead})))
+    message = _fails_fast(limit, f"{base}/models/{NAME}.pt", roost_env / "weights" / f"{NAME}.pt")
+    assert message.startswith(f"{NAME}.pt is not on disk")
+    assert _cache_files(roost_env) == []
+
+
+@pytest.mark.parametrize(("server", "limit"), UNREACHABLE)
+def test_unreachable_huggingface_endpoint_fails_fast(
+    server: str, limit: float, request: pytest.FixtureRequest, roost_env: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """huggingface_hub alone retries such an endpoint for about 25 s."""
+    base = request.getfixturevalue(server)
+    url = "https://huggingface.co/test-org/tiny-places/resolve/main"
+    manifest = write_manifest(tmp_path / "m.json", {NAME: entry(url, NETWORK, {"pt": b"x"})})
+    monkeypatch.setenv("ROOST_MANIFEST", str(manifest))
+    monkeypatch.setenv("HF_ENDPOINT", base)
+    _fails_fast(limit, f"{base}/test-org/tiny-places/resolve/main/{NAME}.pt", roost_env / "weights" / f"{NAME}.pt")
+
+
+def test_connect_timeout_comes_from_the_environment(
+    silent: str, roost_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = entry(f"{silent}/models", NETWORK, {"pt": b"x"})
+    monkeypatch.setenv("ROOST_MANIFEST", str(write_manifest(tmp_path / "m.json", {NAME: dead})))
+    monkeypatch.setenv("ROOST_CONNECT_TIMEOUT", "0.2")
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"no answer within 0\.2 s|timed out"):
+        roost.load_pretrained_model(NAME, progress_bar=False)
+    assert time.monotonic() - start < 1.0
+
+
+def test_unreachable_probe_counts_any_status_as_an_answer(served: Server, refusing: str) -> None:
+    assert hub.unreachable(f"{served.url}/models/{NAME}.pt", 2.0) is None
+    assert hub.unreachable(f"{served.url}/no/such/file", 2.0) is None  # a 404 is an answer
+    assert "refused" in (hub.unreachable(f"{refusing}/x", 2.0) or "")
 
 
 def test_unknown_name_suggests(served: Server) -> None:
@@ -184,8 +269,11 @@ def test_unknown_name_suggests(served: Server) -> None:
 
 def test_format_errors_come_before_any_download(served: Server) -> None:
     message = f"Requested format 'pt2' not available for {NAME}, available formats are: pt, safetensors"
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(FormatNotAvailableError, match=message) as err:
         roost.load_pretrained_model(NAME, file_format="pt2", progress_bar=False)
+    assert isinstance(err.value, ValueError) and isinstance(err.value, RoostError)  # reference type; CLI-printable
+    with pytest.raises(FormatNotAvailableError, match=r"'onnx' not available .*: pt, safetensors$"):
+        REGISTRY.get(NAME).check_format("onnx")  # what `roost download --format onnx` calls
     with pytest.raises(ValueError, match="new_size"):
         roost.load_pretrained_model(NAME, file_format="pts", new_size=(256, 256), progress_bar=False)
     with pytest.raises(ValueError, match="ptl format not supported"):
@@ -196,6 +284,21 @@ def test_format_errors_come_before_any_download(served: Server) -> None:
 def test_progress_bar_runs(served: Server, roost_env: Path) -> None:
     net, _ = roost.load_pretrained_model(NAME, progress_bar=True)
     assert isinstance(net, torch.nn.Module)
+
+
+def test_progress_goes_to_the_callback(
+    served: Server, roost_env: Path, fixture_files: dict[str, bytes], capfd: pytest.CaptureFixture
+) -> None:
+    events: list[DownloadProgress] = []
+    roost.load_pretrained_model(NAME, on_progress=events.append)
+    size = len(fixture_files["pt"])
+    assert len(events) > 2 and events[0].done == 0 and events[-1].done == size
+    assert [e.done for e in events] == sorted(e.done for e in events)
+    assert {(e.name, e.url, e.total) for e in events} == {(f"{NAME}.pt", f"{served.url}/models/{NAME}.pt", size)}
+    assert capfd.readouterr() == ("", "")  # the library draws nothing itself
+    events.clear()
+    roost.load_pretrained_model(NAME, on_progress=events.append)
+    assert events == []  # cached: nothing to report
 
 
 def test_verification_record_skips_rehash(
@@ -249,6 +352,14 @@ def test_huggingface_download_goes_through_hf_cache(hf_served: Server, tmp_path:
     assert dst.read_bytes() == (tmp_path / "hf-cache").joinpath(
         next((tmp_path / "hf-cache").glob(f"models--*/snapshots/*/{NAME}.pt"))
     ).read_bytes()
+
+
+def test_huggingface_progress_goes_to_the_callback(hf_served: Server, fixture_files: dict[str, bytes]) -> None:
+    events: list[DownloadProgress] = []
+    roost.load_pretrained_model(NAME, on_progress=events.append)
+    size = len(fixture_files["pt"])
+    assert events and events[-1].done == size and {e.total for e in events} == {size}
+    assert {e.url for e in events} == {f"{hf_served.url}/test-org/tiny-places/resolve/main/{NAME}.pt"}
 
 
 def test_huggingface_offline(hf_served: Server, monkeypatch: pytest.MonkeyPatch, roost_env: Path) -> None:

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import roost
-from roost.errors import CheckpointError, WeightsNotFoundError
+from roost.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from roost.weights import load
 from roost.weights.checkpoint import read_checkpoint
 from tests.conftest import SHARED
@@ -115,8 +115,36 @@ def test_renamed_reference_file_needs_network(tmp_path: Path) -> None:
     shutil.copyfile(CHECKPOINTS / f"{case['file_stem']}.pt", renamed)
     with pytest.raises(CheckpointError, match="pass network="):
         roost.load_model(None, renamed)
+    with pytest.raises(CheckpointError, match="pass network="):
+        roost.load_pretrained_model(renamed)
     net, _ = roost.load_model(case["network"], renamed)
     assert net.network_name == case["network"]
+    net, info = roost.load_pretrained_model(renamed, network=case["network"], inference=True)
+    assert net.network_name == case["network"] and len(info.class_to_idx) == case["num_classes"]
+
+
+def test_network_overrides_a_wrong_file_name_guess(tmp_path: Path) -> None:
+    """A name that starts with another network would otherwise leave no way to load the file."""
+    case = next(c for c in CASES if c["network"] != "rope_vit_reg4_b14")
+    misnamed = tmp_path / "rope_vit_reg4_b14_mine.safetensors"
+    shutil.copyfile(CHECKPOINTS / f"{case['file_stem']}.safetensors", misnamed)
+    with pytest.raises(CheckpointError, match="does not fit network 'rope_vit_reg4_b14'"):
+        roost.load_pretrained_model(misnamed)
+    net, _ = roost.load_pretrained_model(misnamed, network=case["network"])
+    assert net.network_name == case["network"]
+
+
+def test_network_is_for_files_only() -> None:
+    with pytest.raises(ConfigError, match="network= applies to checkpoint files"):
+        roost.load_pretrained_model("rope_vit_reg4_b14_capi-places365", network="rope_vit_reg4_b14")
+
+
+def test_onnx_file_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "rope_vit_reg4_b14_capi.onnx"
+    path.write_bytes(b"an onnx graph")
+    for weights in (path, str(path)):
+        with pytest.raises(CheckpointError, match=r"ONNX Runtime runs a model through backend=\"ort\""):
+            roost.load_pretrained_model(weights)
 
 
 def test_save_model_records_network(tmp_path: Path) -> None:

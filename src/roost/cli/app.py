@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version as package_version
 from typing import Annotated
 
 import typer
@@ -15,7 +16,30 @@ app = typer.Typer(
     help="RoPE Vision Transformers (the Birder family): inspect, run and curate.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help and errors as plain text: file names and install hints stay as written
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"roost {package_version('roost')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """RoPE Vision Transformers (the Birder family): inspect, run and curate.
+
+    \b
+    Exit codes: 0 done; 1 done, but some inputs have an error row in the report;
+    2 bad arguments or setup (nothing was changed); 130 interrupted (run again to resume).
+    """
 
 for command in (batch.orient, batch.predict, batch.embed, batch.download):
     app.command()(command)

@@ -11,8 +11,6 @@ TorchScript comes from ``torch.jit.trace``: the RoPE-ViT forward uses Python-lev
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import warnings
@@ -24,12 +22,15 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from roost.convert.onnx_export import write_onnx
 from roost.errors import ExportError
+from roost.files.atomic import atomic_target, atomic_write
+from roost.models.rope_vit import RoPEViT
 from roost.weights.checkpoint import (
-    BIRDER_VERSION,
     Checkpoint,
     ModelInfo,
-    atomic_target,
+    encode_extra_files,
+    export_metadata,
     get_size_from_signature,
     write_checkpoint,
 )
@@ -39,7 +40,6 @@ Dtype = Literal["fp32", "fp16", "bf16"]
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pts", "safetensors": ".safetensors"}
 TOLERANCE: dict[str, float] = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 2e-1}  # absolute, on the outputs
-ONNX_OPSET = 20
 
 
 @dataclass(frozen=True)
@@ -61,34 +61,10 @@ class ExportResult:
     sidecar: Path | None = None
 
 
-def metadata(info: ModelInfo, task: str, batch: int = 0) -> dict[str, Any]:
-    """The reference's five metadata fields (signature batch entry set to ``batch``)."""
-    signature = json.loads(json.dumps(info.signature))
-    signature["inputs"][0]["data_shape"][0] = batch
-    return {
-        "birder_version": BIRDER_VERSION,
-        "task": task,
-        "class_to_idx": dict(info.class_to_idx),
-        "signature": signature,
-        "rgb_stats": {k: list(v) for k, v in info.rgb_stats.items()},
-    }
-
-
-def extra_files(meta: dict[str, Any]) -> dict[str, str]:
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
-
-
-def decode_extra_files(files: dict[str, Any]) -> dict[str, Any]:
-    def text(v: Any) -> str:
-        return v.decode() if isinstance(v, bytes) else str(v)
-
-    return {k: text(v) if k in ("task", "birder_version") else json.loads(text(v)) for k, v in files.items()}
-
-
 # ------------------------------------------------------------------------------ entry point
 def export_model(model: str | os.PathLike[str], options: ExportOptions | None = None) -> ExportResult:
     """Load ``model`` (pretrained name or checkpoint path), export it and verify the export on the spot."""
-    from roost.weights.load import load_pretrained_model  # deferred: load imports this module for pt2/pts
+    from roost.weights.load import load_pretrained_model  # deferred: keeps `import roost.convert` light
 
     options = options or ExportOptions()
     net, info = load_pretrained_model(model, inference=True)
@@ -96,14 +72,14 @@ def export_model(model: str | os.PathLike[str], options: ExportOptions | None = 
     return export_network(net, info, output, options)
 
 
-def export_network(net: nn.Module, info: ModelInfo, output: Path, options: ExportOptions) -> ExportResult:
+def export_network(net: RoPEViT, info: ModelInfo, output: Path, options: ExportOptions) -> ExportResult:
     output = Path(output)
     if options.dtype not in DTYPES:
         raise ExportError(f"unknown dtype {options.dtype!r}; choose one of {sorted(DTYPES)}")
     net = net.eval().requires_grad_(False).to(DTYPES[options.dtype])
     if options.dynamic_size:
         if options.format == "torchscript":
-            raise ExportError("TorchScript traces a fixed input size; use --format onnx or pt2 for --dynamic-size")
+            raise ExportError("TorchScript traces a fixed input size; use format='onnx' or 'pt2' for dynamic_size")
         net.set_dynamic_size(True)
     size = get_size_from_signature(info.signature)
     exporter = _EXPORTERS[options.format]
@@ -181,57 +157,35 @@ def _export_program(net: nn.Module, options: ExportOptions, size: tuple[int, int
     return program.run_decompositions({})
 
 
-def export_pt2(net: nn.Module, info: ModelInfo, output: Path, options: ExportOptions, size: tuple[int, int]) -> Path:
+def export_pt2(net: RoPEViT, info: ModelInfo, output: Path, options: ExportOptions, size: tuple[int, int]) -> Path:
     program = _export_program(net, options, size)
     batch = options.check_batch if options.dynamic_batch else 1
-    meta = metadata(info, net.task, batch)
+    meta = export_metadata(info, net.task, batch)
     with atomic_target(output) as tmp:
-        torch.export.save(program, tmp, extra_files=extra_files(meta))
+        torch.export.save(program, tmp, extra_files=encode_extra_files(meta))
     return output
 
 
 def export_torchscript(
-    net: nn.Module, info: ModelInfo, output: Path, options: ExportOptions, size: tuple[int, int]
+    net: RoPEViT, info: ModelInfo, output: Path, options: ExportOptions, size: tuple[int, int]
 ) -> Path:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(_Forward(net), sample_input(size, options), check_trace=False)
     with atomic_target(output) as tmp:
-        torch.jit.save(traced, str(tmp), _extra_files=extra_files(metadata(info, net.task)))
+        torch.jit.save(traced, str(tmp), _extra_files=encode_extra_files(export_metadata(info, net.task)))
     return output
 
 
-def export_onnx(net: nn.Module, info: ModelInfo, output: Path, options: ExportOptions, size: tuple[int, int]) -> Path:
+def export_onnx(net: RoPEViT, info: ModelInfo, output: Path, options: ExportOptions, size: tuple[int, int]) -> Path:
     write_onnx(_Forward(net), sample_input(size, options), output, _dynamic_shapes(options), ("output",))
     meta_path = _sidecar(output)
-    with atomic_target(meta_path) as tmp:
-        tmp.write_text(json.dumps(metadata(info, net.task), indent=2))
-    return output
-
-
-def write_onnx(
-    module: nn.Module, sample: Tensor, output: Path, dynamic_shapes: dict | None, output_names: tuple[str, ...]
-) -> Path:
-    """``torch.onnx.export`` (dynamo, opset 20, one self-contained file) then a full ``onnx.checker`` pass."""
-    onnx = _require("onnx")
-    _require("onnxscript")
-    with atomic_target(output) as tmp:
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    module, (sample,), str(tmp), dynamo=True, opset_version=ONNX_OPSET, input_names=["x"],
-                    output_names=list(output_names), dynamic_shapes=dynamic_shapes, external_data=False,
-                    verbose=False,
-                )
-        except Exception as err:  # the exporter raises its own error types
-            raise ExportError(f"ONNX export failed: {type(err).__name__}: {err}") from err
-        onnx.checker.check_model(str(tmp), full_check=True)
+    atomic_write(meta_path, json.dumps(export_metadata(info, net.task), indent=2).encode())
     return output
 
 
 def export_safetensors(
-    net: nn.Module, info: ModelInfo, output: Path, options: ExportOptions, size: tuple[int, int]
+    net: RoPEViT, info: ModelInfo, output: Path, options: ExportOptions, size: tuple[int, int]
 ) -> Path:
     ckpt = Checkpoint(
         state=dict(net.state_dict()), signature=info.signature, class_to_idx=dict(info.class_to_idx),
@@ -264,12 +218,3 @@ def load_runner(path: Path, fmt: str) -> Callable[[Tensor], Tensor]:
             return net(x.float() if fmt == "safetensors" else x)  # safetensors reload as float32
 
     return run
-
-
-def _require(module: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise ExportError(f"{module} is not installed; pip install 'roost[export]'") from err

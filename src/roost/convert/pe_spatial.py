@@ -172,7 +172,7 @@ def infer_size(state: Mapping[str, Tensor]) -> PeSize:
     for size, w in WIDTHS.items():
         if w == width:
             return size  # type: ignore[return-value]
-    raise ConversionError(f"patch-embedding width {width} matches no PE-Spatial size {WIDTHS}; pass --size")
+    raise ConversionError(f"patch-embedding width {width} matches no PE-Spatial size {WIDTHS}; pass size=")
 
 
 # ------------------------------------------------------------------------------ conversion
@@ -198,7 +198,7 @@ def expected_state(size: PeSize) -> dict[str, Tensor]:
         return dict(registry.create_model(network_name(size), 0, size=NATIVE_SIZE).state_dict())
 
 
-def _report(layout: str, size: str, extra: list[str], missing: list[str], wrong: list[str]) -> str:
+def _report(layout: str, size: PeSize, extra: list[str], missing: list[str], wrong: list[str]) -> str:
     lines = [f"{layout} checkpoint does not convert exactly to {network_name(size)}:"]
     if extra:
         heads = [k for k in extra if k.startswith(_FOREIGN_HEADS)]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from roost.errors import ExportError
-from roost.weights.checkpoint import atomic_target
+from roost.files.atomic import atomic_target
 
 
 def quantize_linear_int8(net: nn.Module, *, inplace: bool = False) -> nn.Module:

@@ -8,8 +8,7 @@ resize target (BENCHMARKS.md measures the speed-up and the change in the model's
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,23 +20,6 @@ from roost.data.decode import load_image
 from roost.errors import ImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"})
-
-
-def collect_paths(inputs: Iterable[str | os.PathLike[str]], *, recursive: bool = False) -> list[Path]:
-    """Expand folders to their image files (sorted); files named explicitly are kept whatever their suffix.
-
-    A missing path raises FileNotFoundError before any work starts.
-    """
-    out: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = item.rglob("*") if recursive else item.iterdir()
-            out += sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.exists():
-            out.append(item)
-        else:
-            raise FileNotFoundError(f"no such file or folder: {item}")
-    return out
 
 
 @dataclass

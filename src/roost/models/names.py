@@ -49,6 +49,7 @@ POOLINGS: dict[str, dict[str, Any]] = {
     "ep": {"attn_pool_head": True, "attn_pool_type": "EfficientProbing", "class_token": False},
     "eps": {"attn_pool_head": True, "attn_pool_type": "EfficientProbing", "attn_pool_special_tokens": True},
 }
+GRAMMAR = "{rope|rope_i|rope_a|rope_cs}_{vit|deit3}[_reg{N}]_{size}{patch}[_{component}...][_{pooling}][_c{N}]"
 UNSUPPORTED = {
     "hmlp": "the hierarchical-MLP stem (hmlp, hmlp_bn) is not supported",
     "soft": "Soft-MoE feed-forward layers (soft_moe_*) are not supported",
@@ -111,21 +112,23 @@ def parse_name(name: str) -> ParsedName:
     """Parse a network name; raise ConfigError when it does not follow the grammar."""
     match = _NAME.match(name)
     if not match:
-        raise ConfigError(f"{name!r} does not follow the RoPE-ViT name grammar ({__doc__.splitlines()[2].strip()})")
+        raise ConfigError(f"{name!r} does not follow the RoPE-ViT name grammar ({GRAMMAR})")
     tokens = [t for t in match["rest"].split("_") if t]
     components, pooling, variant = _split_tail(name, tokens)
+    canonical_order = tuple(sorted(components, key=list(COMPONENTS).index))
     parsed = ParsedName(
         family=match["family"],
         body=match["body"],
         num_reg_tokens=int(match["reg"] or 0),
         size=match["so"] or match["size"],
         patch_size=int(match["so_patch"] or match["patch"]),
-        components=components,
+        components=canonical_order,
         pooling=pooling,
         variant=variant,
     )
     if parsed.format() != name:
-        raise ConfigError(f"{name!r} lists its components out of order; the canonical name is {parsed.format()!r}")
+        reason = "lists its components out of order" if canonical_order != components else "is not written canonically"
+        raise ConfigError(f"{name!r} {reason}; the canonical name is {parsed.format()!r}")
     parsed.config()  # the tokens may still combine into an invalid config
     return parsed
 
@@ -153,5 +156,4 @@ def _split_tail(name: str, tokens: list[str]) -> tuple[tuple[str, ...], str | No
         i += 1
     if len(set(components)) != len(components):
         raise ConfigError(f"{name!r} repeats a component")
-    order = list(COMPONENTS)
-    return tuple(sorted(components, key=order.index)), pooling, variant
+    return tuple(components), pooling, variant

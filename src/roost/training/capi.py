@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.distributed as torch_dist
@@ -22,7 +22,7 @@ from roost.data.transforms import get_rgb_stats
 from roost.errors import TrainingConfigError
 from roost.models.rope_vit import DropPath, RoPEViT
 from roost.training.classification import build_network
-from roost.training.config import RunConfig
+from roost.training.config import FRACTION, OPEN_FRACTION, POSITIVE, Range, RunConfig, as_lists, check_ranges
 from roost.training.data import AugmentConfig, SampleDataset, TrainTransform, image_files
 from roost.training.engine import Plan, Progress, Unit, fit
 from roost.training.masking import mask_counts, sample_mask_ids
@@ -36,6 +36,13 @@ TARGET_TEMP, PRED_TEMP, STUDENT_TEMP, SK_ITERS = 0.06, 0.12, 0.12, 3
 @dataclass(frozen=True)
 class CapiConfig(RunConfig):
     """``roost train capi``; defaults are Birder 0.8.4's ``train_capi`` with the documented recipe's optimiser."""
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "decoder_layers": POSITIVE, "decoder_dim": POSITIVE, "decoder_heads": POSITIVE,
+        "decoder_drop_path": Range(0, 1, high_open=True), "num_clusters": POSITIVE,
+        "mask_ratio": Range(0, 1, low_open=True, high_open=True), "kept_mask_ratio": OPEN_FRACTION,
+        "momentum_teacher": FRACTION,
+    }
 
     network: str | None = None
     init: str | None = None
@@ -62,6 +69,8 @@ class CapiConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_ranges(self, CapiConfig.RANGES)
+        as_lists(self, "data_path")
         if self.network is None and self.init is None:
             raise TrainingConfigError("give network (a fresh backbone) or init (a backbone checkpoint)")
         if self.decoder_dim % self.decoder_heads or self.decoder_dim % 4:

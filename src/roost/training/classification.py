@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,14 +21,14 @@ from roost.data.transforms import classification_transform, get_rgb_stats
 from roost.errors import CheckpointError, TrainingConfigError
 from roost.models.registry import create_model
 from roost.models.rope_vit import RoPEViT
-from roost.training.config import RunConfig
+from roost.training.config import FRACTION, NON_NEGATIVE, POSITIVE, Range, RunConfig, as_lists, check_ranges
 from roost.training.data import (
     AugmentConfig,
     EvalSampler,
     EvalTransform,
     SampleDataset,
     TrainTransform,
-    image_folder,
+    image_folders,
     make_generator,
     mix_batch,
     read_class_file,
@@ -43,14 +43,23 @@ from roost.weights.load import network_from_file_name, save_model
 
 @dataclass(frozen=True)
 class ClassifyConfig(RunConfig):
-    """``roost train classify``. ``init`` is a roost/Birder checkpoint file or a pretrained weights name."""
+    """``roost train classify``. ``init`` is a roost/Birder checkpoint file or a pretrained weights name.
+
+    ``data_path`` / ``val_path`` list roots of class sub-folders (or shards with ``wds``); the classes are the
+    union of the roots' sub-folders; an empty ``val_path`` skips validation.
+    """
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "label_smoothing": Range(0, 0.5, high_open=True), "mixup_alpha": NON_NEGATIVE, "ema_decay": FRACTION,
+        "ema_steps": POSITIVE, "ema_warmup_epochs": NON_NEGATIVE, "top_k": POSITIVE,
+    }
 
     network: str | None = None
     init: str | None = None
     model_config: dict[str, Any] = field(default_factory=dict)  # --model-config, e.g. {drop_path_rate = 0.1}
     tag: str | None = None
-    data_path: str = "data/training"
-    val_path: str | None = "data/validation"
+    data_path: list[str] = field(default_factory=lambda: ["data/training"])
+    val_path: list[str] = field(default_factory=lambda: ["data/validation"])
     label_smoothing: float = 0.0  # --smoothing-alpha
     mixup_alpha: float = 0.0
     cutmix: bool = False
@@ -66,12 +75,12 @@ class ClassifyConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_ranges(self, ClassifyConfig.RANGES)
+        as_lists(self, "data_path", "val_path")
         if self.network is None and self.init is None:
             raise TrainingConfigError("give network (a fresh network) or init (weights to start from)")
         if self.wds and self.wds_class_file is None:
             raise TrainingConfigError("wds needs wds_class_file (one class name per line)")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise TrainingConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 
 
 # ------------------------------------------------------------------------------------------ networks
@@ -241,10 +250,10 @@ def labelled_samples(cfg: ClassifyConfig) -> tuple[list, list | None, dict[str, 
     if cfg.wds:
         assert cfg.wds_class_file is not None
         class_to_idx = read_class_file(cfg.wds_class_file)
-        val = wds_samples([cfg.val_path], len(class_to_idx)) if cfg.val_path else None
-        return wds_samples([cfg.data_path], len(class_to_idx)), val, class_to_idx
-    samples, class_to_idx = image_folder(cfg.data_path)
-    val = image_folder(cfg.val_path, class_to_idx)[0] if cfg.val_path else None
+        val = wds_samples(cfg.val_path, len(class_to_idx)) if cfg.val_path else None
+        return wds_samples(cfg.data_path, len(class_to_idx)), val, class_to_idx
+    samples, class_to_idx = image_folders(cfg.data_path)
+    val = image_folders(cfg.val_path, class_to_idx)[0] if cfg.val_path else None
     return samples, val, class_to_idx
 
 

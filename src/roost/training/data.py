@@ -50,22 +50,28 @@ def _randint(g: torch.Generator, low: int, high: int) -> int:
 # ----------------------------------------------------------------------------------------------- sources
 
 
-def image_folder(root: PathLike, class_to_idx: dict[str, int] | None = None) -> tuple[list[tuple[Path, int]], dict]:
-    """(path, label) pairs of ``root/<class>/<images…>`` (recursive inside a class), and class_to_idx.
+def image_folders(
+    roots: Sequence[PathLike], class_to_idx: dict[str, int] | None = None
+) -> tuple[list[tuple[Path, int]], dict[str, int]]:
+    """(path, label) pairs of ``root/<class>/<images…>`` for every root (recursive inside a class), and class_to_idx.
 
-    ``class_to_idx`` defaults to the sorted sub-folder names; a validation root must match the training one.
+    The classes are the union of the roots' sub-folder names, sorted, unless ``class_to_idx`` is given; the
+    validation roots must then hold the same classes as the training ones.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise TrainingConfigError(f"{root} is not a folder of class sub-folders")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    folders = [Path(root) for root in roots]
+    for root in folders:
+        if not root.is_dir():
+            raise TrainingConfigError(f"{root} is not a folder of class sub-folders")
+    found = [(p.name, p) for root in folders for p in sorted(root.iterdir()) if p.is_dir()]
+    classes = sorted({name for name, _ in found})
     if class_to_idx is None:
         class_to_idx = {name: i for i, name in enumerate(classes)}
     elif set(classes) != set(class_to_idx):
-        raise TrainingConfigError(f"{root}: classes {classes} differ from the training classes {sorted(class_to_idx)}")
-    samples = [(p, class_to_idx[c]) for c in classes for p in _images(root / c)]
+        where = ", ".join(map(str, folders))
+        raise TrainingConfigError(f"{where}: classes {classes} differ from the training classes {sorted(class_to_idx)}")
+    samples = [(p, class_to_idx[name]) for name, folder in found for p in _images(folder)]
     if not samples:
-        raise TrainingConfigError(f"{root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise TrainingConfigError(f"{', '.join(map(str, folders))} hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return samples, class_to_idx
 
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from roost.errors import TrainingConfigError
 from roost.training.config import RESUME_FREE, RunConfig
 from roost.training.data import GlobalBatchSampler, make_generator
 from roost.training.optim import LRSchedule, set_lrs
@@ -106,10 +107,15 @@ class Run:
     log: CsvLog | None = None
     eval_log: CsvLog | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    epoch_sums: dict[str, float] = field(default_factory=dict)  # this epoch's logged step means, summed
+    epoch_steps: int = 0
 
 
-def fit(make_task: Callable[[Any, DistInfo, torch.device], Task], cfg: RunConfig, progress: Progress | None = None):
-    """Train ``make_task(cfg, info, device)``; return the per-epoch evaluation history."""
+def fit(
+    make_task: Callable[[Any, DistInfo, torch.device], Task], cfg: RunConfig, progress: Progress | None = None
+) -> list[dict[str, Any]]:
+    """Train ``make_task(cfg, info, device)``; return the per-epoch history (mean train metrics, evaluation)."""
+    check_out_dir(cfg)
     info = setup_distributed()
     device = resolve_device(cfg.device, info)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -125,10 +131,13 @@ def fit(make_task: Callable[[Any, DistInfo, torch.device], Task], cfg: RunConfig
     _wrap(run)
     if info.is_main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:  # an overwritten run's old state must not be resumed later
+            (run.out_dir / STATE_FILE).unlink(missing_ok=True)
         (run.out_dir / "config.json").write_text(cfg.to_json())
         resumed = pos.step if cfg.resume else None
         run.log, run.eval_log = CsvLog(run.out_dir / LOG_FILE, resumed), CsvLog(run.out_dir / "eval.csv", resumed)
-    _emit(run, event="start", step=pos.step, total=plan.total_steps, epoch=pos.epoch)
+    _emit(run, event="start", step=pos.step, total=plan.total_steps, epoch=pos.epoch, epochs=plan.epochs,
+          images=len(task.train_set), batches=plan.batches_per_epoch)
     loader = DataLoader(
         task.train_set, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=task.collate,
         generator=make_generator(cfg.seed, 7),
@@ -143,6 +152,17 @@ def fit(make_task: Callable[[Any, DistInfo, torch.device], Task], cfg: RunConfig
             return run.history
     barrier(info)
     return run.history
+
+
+def check_out_dir(cfg: RunConfig) -> None:
+    """A fresh run (neither ``resume`` nor ``overwrite``) needs an ``out_dir`` that is missing or empty."""
+    out = Path(cfg.out_dir)
+    if cfg.resume or cfg.overwrite or not out.exists():
+        return
+    if not out.is_dir() or any(out.iterdir()):
+        raise TrainingConfigError(
+            f"{out} already holds a run: resume it (--resume), start afresh in it (--overwrite) or pick another out_dir"
+        )
 
 
 def _schedule(cfg: RunConfig, plan: Plan) -> LRSchedule:
@@ -235,7 +255,11 @@ def _optimizer_step(run: Run) -> float:
 def _log_step(run: Run, pos: Position, sums: dict[str, Tensor], lr: float, grad_norm: float) -> None:
     keys = sorted(sums)
     values = all_reduce_sum(torch.stack([sums[k].cpu() for k in keys]), run.info) / run.info.world
-    row = {"step": pos.step, "epoch": pos.epoch + 1, "lr": lr, **dict(zip(keys, values.tolist(), strict=True))}
+    means = dict(zip(keys, values.tolist(), strict=True))
+    for key, value in means.items():
+        run.epoch_sums[key] = run.epoch_sums.get(key, 0.0) + value
+    run.epoch_steps += 1
+    row = {"step": pos.step, "epoch": pos.epoch + 1, "lr": lr, **means}
     if run.cfg.clip_grad_norm is not None:
         row["grad_norm"] = grad_norm
     if run.log is not None and pos.step % run.cfg.log_every == 0:
@@ -245,14 +269,15 @@ def _log_step(run: Run, pos: Position, sums: dict[str, Tensor], lr: float, grad_
 
 def _end_epoch(run: Run, pos: Position) -> None:
     metrics = run.task.evaluate()
-    row = {"step": pos.step, "epoch": pos.epoch, **metrics}
-    run.history.append(row)
+    train = {"train_loss" if k == "loss" else k: v / max(run.epoch_steps, 1) for k, v in run.epoch_sums.items()}
+    run.epoch_sums, run.epoch_steps = {}, 0
+    run.history.append({"step": pos.step, "epoch": pos.epoch, **train, **metrics})
     if run.info.is_main:
         if metrics and run.eval_log is not None:
-            run.eval_log.write(row)
+            run.eval_log.write({"step": pos.step, "epoch": pos.epoch, **metrics})
         run.task.save_artifacts(run.out_dir, pos.epoch)
     _save(run, pos)
-    _emit(run, event="epoch", **row)
+    _emit(run, event="epoch", epochs=run.plan.epochs, **run.history[-1])
 
 
 def _save(run: Run, pos: Position) -> None:
@@ -265,6 +290,7 @@ def _save(run: Run, pos: Position) -> None:
             "optimizers": {u.name: u.optimizer.state_dict() for u in run.task.units},
             "scaler": run.scaler.state_dict(),
             "rng": rng,
+            "epoch_metrics": {"sums": run.epoch_sums, "steps": run.epoch_steps},
         }
         save_state(run.out_dir / STATE_FILE, state)
     barrier(run.info)
@@ -279,6 +305,8 @@ def _restore(run: Run) -> Position:
     if state["scaler"]:
         run.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"], run.info)
+    run.epoch_sums = dict(state["epoch_metrics"]["sums"])
+    run.epoch_steps = int(state["epoch_metrics"]["steps"])
     return Position(**state["position"])
 
 

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from roost.data.transforms import classification_transform, get_rgb_stats
-from roost.errors import TrainingConfigError
 from roost.training.classification import ClassifyConfig, SupervisedTask, build_network, probe_setup
+from roost.training.config import OPEN_FRACTION, check_ranges
 from roost.training.data import AugmentConfig, EvalTransform, SampleDataset, TrainTransform, image_files
 from roost.training.engine import Progress, fit
 from roost.training.state import DistInfo
@@ -27,8 +27,7 @@ ROTATION_CLASSES = {"0": 0, "90": 1, "180": 2, "270": 3}
 class RotNetConfig(ClassifyConfig):
     """``roost train rotnet``: data paths are unlabelled folders / files (sub-folders are not classes)."""
 
-    data_path: list[str] = field(default_factory=lambda: ["data/training"])  # type: ignore[assignment]
-    val_path: list[str] = field(default_factory=list)  # type: ignore[assignment]
+    val_path: list[str] = field(default_factory=list)
     rotation_prob: float = 0.75
     val_rotation_prob: float = 0.75  # held-out images: uniform over the four angles
     linear_probe: bool = True  # --freeze-body
@@ -41,8 +40,7 @@ class RotNetConfig(ClassifyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 < self.rotation_prob <= 1 or not 0 < self.val_rotation_prob <= 1:
-            raise TrainingConfigError("rotation_prob must be in (0, 1]")
+        check_ranges(self, {"rotation_prob": OPEN_FRACTION, "val_rotation_prob": OPEN_FRACTION})
 
 
 def rotation_label(g: torch.Generator, p: float) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import torch.distributed as torch_dist
 from torch import Tensor, nn
 
 from roost.errors import ResumeError
-from roost.weights.checkpoint import atomic_target
+from roost.files.atomic import atomic_target, atomic_write
 
 STATE_FILE = "training_state.pt"
 LOG_FILE = "log.csv"
@@ -57,6 +58,12 @@ def setup_distributed(env: Mapping[str, str] | None = None, backend: str | None 
             torch.cuda.set_device(info.local_rank)
         torch_dist.init_process_group(backend, rank=info.rank, world_size=world)
     return info
+
+
+def teardown_distributed() -> None:
+    """Leave the process group ``setup_distributed`` joined (a no-op in a single process)."""
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
@@ -189,10 +196,11 @@ class CsvLog:
             self.path.unlink(missing_ok=True)
             return
         self.fields = list(rows[0])
-        with atomic_target(self.path) as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, self.fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, self.fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.path, text.getvalue().encode())
 
     def write(self, row: Mapping[str, Any]) -> None:
         new = self.fields is None

@@ -5,18 +5,18 @@
 roost's own ``network`` and ``roost_version``, which the reference ignores. ``.safetensors`` holds the
 state tensors and the same fields as string metadata (JSON for the dicts). Files are read with
 ``weights_only=True`` / safetensors only and written atomically.
+
+Exported models (``.pt2``, ``.pts``) carry the same fields as extra files (§3.3–3.4); their codec is here
+too, so that loading one needs nothing from ``roost.convert``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
-import shutil
-import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from roost.errors import CheckpointError
+from roost.files.atomic import atomic_target
 
 BIRDER_VERSION = "v0.8.4"
 DEFAULT_TASK = "image_classification"
@@ -45,6 +46,12 @@ class CheckpointFormat(StrEnum):
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> CheckpointFormat:
         suffix = Path(path).suffix.lstrip(".").lower()
+        if suffix == "onnx":
+            raise CheckpointError(
+                f"{path}: an ONNX file is not a checkpoint roost builds a model from. ONNX Runtime runs a model "
+                'through backend="ort" or "ort-int8", which exports (and caches) its own ONNX: pass the .pt or '
+                ".safetensors checkpoint this file was exported from"
+            )
         try:
             return cls(suffix)
         except ValueError:
@@ -166,6 +173,40 @@ def _json_field(path: Path, meta: Mapping[str, str], key: str) -> Any:
         raise CheckpointError(f"{path}: metadata {key!r} is not JSON: {err}") from err
 
 
+# Exported models: TorchScript ``_extra_files`` / torch.export ``extra_files``
+
+EXTRA_FILE_KEYS = ("task", "class_to_idx", "signature", "rgb_stats")
+"""The extra files a loader reads (``birder_version`` is written too, and ignored when read)."""
+_TEXT_FIELDS = ("task", "birder_version")
+
+
+def export_metadata(info: ModelInfo, task: str, batch: int = 0) -> dict[str, Any]:
+    """The reference's five metadata fields of an export, the signature's batch entry set to ``batch``."""
+    signature = json.loads(json.dumps(info.signature))
+    signature["inputs"][0]["data_shape"][0] = batch
+    return {
+        "birder_version": BIRDER_VERSION,
+        "task": task,
+        "class_to_idx": dict(info.class_to_idx),
+        "signature": signature,
+        "rgb_stats": {key: list(value) for key, value in info.rgb_stats.items()},
+    }
+
+
+def encode_extra_files(meta: Mapping[str, Any]) -> dict[str, str]:
+    """Extra-file contents: text fields as they are, the dicts as JSON."""
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in meta.items()}
+
+
+def decode_extra_files(files: Mapping[str, str | bytes]) -> dict[str, Any]:
+    """The inverse of :func:`encode_extra_files` (torch hands extra files back as str or bytes)."""
+
+    def text(value: str | bytes) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    return {key: text(v) if key in _TEXT_FIELDS else json.loads(text(v)) for key, v in files.items()}
+
+
 # Writing
 
 
@@ -235,17 +276,3 @@ def _unshared(state: dict[str, Tensor]) -> dict[str, Tensor]:
         seen.add(ident)
         out[key] = tensor.clone() if shared else tensor.contiguous()
     return out
-
-
-@contextlib.contextmanager
-def atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary path with ``path``'s file name (torch names the zip archive after it) in a
-    private folder beside ``path``; move it into place only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    try:
-        tmp = folder / path.name
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Build networks from checkpoints: ``load_model``, ``load_pretrained_model``, ``save_model`` (``api.md`` §1).
 
-The network name comes from the caller, else from the checkpoint's ``network`` entry (files roost writes),
-else from the file name ``<network>[_<tag>][_<epoch>].<ext>`` (the longest prefix that is a network name).
+The network name comes from the caller (``network``), else from the checkpoint's ``network`` entry (files
+roost writes), else from the file name ``<network>[_<tag>][_<epoch>].<ext>`` (the longest prefix that is a
+network name).
 Class count and input size come from the stored signature, the config from the stored ``config`` updated
 with the caller's.
 """
@@ -21,9 +22,11 @@ from roost.models.names import parse_name
 from roost.models.rope_vit import RoPEViT
 from roost.settings import Settings
 from roost.weights.checkpoint import (
+    EXTRA_FILE_KEYS,
     Checkpoint,
     CheckpointFormat,
     ModelInfo,
+    decode_extra_files,
     get_channels_from_signature,
     get_num_labels_from_signature,
     get_signature,
@@ -31,8 +34,9 @@ from roost.weights.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from roost.weights.hub import fetch_weights
+from roost.weights.hub import ProgressCallback, fetch_weights
 from roost.weights.manifest import REGISTRY
+from roost.weights.progress import stderr_download_bars
 
 PathLike = str | os.PathLike[str]
 Device = torch.device | str | None
@@ -77,11 +81,9 @@ def load_exported(
     Sets ``task``, ``input_channels`` and ``size`` on the module; the stored config and ``new_size`` do not
     apply. pt2 modules are not put in eval mode (the exported graph fixed it), as in the reference.
     """
-    from roost.convert.export import decode_extra_files
-
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
-    files: dict[str, Any] = dict.fromkeys(("task", "class_to_idx", "signature", "rgb_stats"), "")
+    files: dict[str, Any] = dict.fromkeys(EXTRA_FILE_KEYS, "")
     target = torch.device(device) if device is not None else torch.device("cpu")
     try:
         if fmt is CheckpointFormat.PTS:
@@ -169,15 +171,22 @@ def load_pretrained_model(
     new_size: tuple[int, int] | int | None = None,
     custom_config: Mapping[str, Any] | None = None,
     progress_bar: bool = True,
+    network: str | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> tuple[RoPEViT, ModelInfo]:
     """Load published weights by name (downloaded and sha256-checked as needed) or a local file.
 
     ``file_format`` is one of pt, safetensors, pt2, pts; ``custom_config`` updates the stored config.
+    ``network`` builds a local file as that network: needed for files that record none and whose name
+    does not start with one; like ``load_model``'s, it wins over both. Download progress goes to
+    ``on_progress``; without it, ``progress_bar`` draws a bar on stderr.
     """
     common: dict[str, Any] = {"inference": inference, "device": device, "dtype": dtype, "new_size": new_size}
-    local = _local_checkpoint(weights)
+    local = local_checkpoint(weights)
     if local is not None:
-        return load_model(None, local, config=custom_config, **common)
+        return load_model(network, local, config=custom_config, **common)
+    if network is not None:
+        raise ConfigError(f"network= applies to checkpoint files; published weights {weights!r} name their own")
     if file_format == "ptl":
         raise ValueError("ptl format not supported")
     if new_size is not None and file_format in ("pt2", "pts"):
@@ -187,14 +196,21 @@ def load_pretrained_model(
     entry.check_format(file_format)
     if entry.task != "image_classification":
         raise ValueError(f"Unknown model type: {entry.task}")
-    path = fetch_weights(entry, file_format, dst=dst, progress=progress_bar, settings=settings)
+    if on_progress is not None or not progress_bar:
+        path = fetch_weights(entry, file_format, dst=dst, on_progress=on_progress, settings=settings)
+    else:
+        with stderr_download_bars() as show:
+            path = fetch_weights(entry, file_format, dst=dst, on_progress=show, settings=settings)
     return load_model(entry.network, path, config=custom_config, **common)
 
 
-def _local_checkpoint(weights: PathLike) -> Path | None:
-    """``weights`` as a local checkpoint path, or None when it should be a registry name."""
+def local_checkpoint(weights: PathLike) -> Path | None:
+    """``weights`` as a local file path, or None when it should be a published weights name.
+
+    A path object, a string with a folder separator or a model-file suffix is a path; it must exist.
+    """
     path = Path(weights)
-    suffixes = {f".{fmt.value}" for fmt in CheckpointFormat}
+    suffixes = {f".{fmt.value}" for fmt in CheckpointFormat} | {".onnx"}
     if isinstance(weights, str) and "/" not in weights and os.sep not in weights and path.suffix not in suffixes:
         return None
     if not path.is_file():
@@ -229,6 +245,6 @@ def save_model(
 def _config_override(net: RoPEViT) -> dict[str, Any] | None:
     """What ``net``'s config changes relative to its name's config (None when nothing, or unknown)."""
     name, config = getattr(net, "network_name", None), getattr(net, "config", None)
-    if name is None or not hasattr(config, "diff"):
+    if name is None or config is None or not hasattr(config, "diff"):
         return None
     return config.diff(parse_name(registry.resolve_name(name)).config()) or None

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from roost.errors import ManifestError, UnknownModelError
+from roost.errors import FormatNotAvailableError, ManifestError, UnknownModelError
 from roost.settings import Settings
 
 DEFAULT_BASE_URL = "https://f000.backblazeb2.com/file/birder/models"
@@ -73,10 +73,11 @@ class PretrainedEntry:
         return self.formats[fmt][1]
 
     def check_format(self, fmt: str) -> None:
-        """The reference's error for a format the entry does not publish."""
+        """Raise ``FormatNotAvailableError`` (a ``ValueError``, worded as the reference) for a format the
+        entry does not publish; the message lists the ones it does."""
         if fmt not in self.formats:
             available = ", ".join(self.formats)
-            raise ValueError(
+            raise FormatNotAvailableError(
                 f"Requested format '{fmt}' not available for {self.name}, available formats are: {available}"
             )
 

@@ -1,0 +1,276 @@
+"""``roost orient``: find photos rotated by 90, 180 or 270 degrees and, if asked, turn them upright.
+
+The model has four classes: the image *as displayed* (EXIF orientation applied) is rotated by 0, 90, 180
+or 270 degrees counter-clockwise. Report columns: ``path, rotation, confidence, p0, p90, p180, p270,
+action, fix, output, error``. ``action`` says what was decided or done; ``fix`` lists the fixes applied so
+far (``copy``, ``exif``, ``inplace``, joined by ``+``); ``output`` is the copy written, or the backup kept.
+
+Fixes (``fix``):
+
+* ``exif`` sets the EXIF Orientation tag (combined with the one already there); nothing else changes.
+* ``inplace`` rewrites the file upright (JPEGs losslessly in the DCT domain where possible) after writing
+  a backup beside it (``<name>.orig``, never overwritten).
+* ``copy`` writes an upright copy of *every* readable input under ``output_dir`` (upright and uncertain
+  images copied unchanged), so that folder is the whole collection, upright. The layout below the one input
+  folder is kept (with several inputs, below their common parent), so two inputs never collide; a file in
+  the way that roost did not write is never overwritten.
+
+Only a rotation at or above ``threshold`` is fixed. With a report, a run resumes: rows already reported are
+not computed again, but the fixes they call for that were not applied yet are (report now, fix later, or
+after a dry run), and failed fixes are retried. Every change is journaled first (``journal.py``), so a kill
+at any instant never loses an original and never applies a fix twice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from roost.errors import FixError, JobModelError, JobOptionError, RoostError
+from roost.files.atomic import atomic_write
+from roost.files.rotate import exif_bytes, upright_bytes, write_backup
+from roost.jobs.base import Job, ModelFacts, OnEvent, Row, RunOptions, Summary, check_fraction, ignore
+from roost.jobs.engine import OnRows, execute
+from roost.jobs.inputs import Item
+from roost.jobs.journal import Journal, file_sha256, sha256
+
+if TYPE_CHECKING:
+    from roost.jobs.ray import RayOptions
+
+ROTATIONS = (0, 90, 180, 270)
+ROTNET = "rope_vit_reg8_so150m_p14_swiglu_rms_ap_rotnet-capi"
+
+ACTION_NONE = "none"
+ACTION_LOW_CONFIDENCE = "skipped (low confidence)"
+ACTION_ROTATE = "rotate"  # decided, not fixed (no fix asked)
+ACTION_EXIF = "exif orientation set"
+ACTION_COPIED = "copied unchanged"
+ACTION_FAILED = "fix failed"
+
+REPORT_SCHEMA = pa.schema(
+    [("path", pa.string()), ("rotation", pa.int16()), ("confidence", pa.float32())]
+    + [(f"p{r}", pa.float32()) for r in ROTATIONS]
+    + [("action", pa.string()), ("fix", pa.string()), ("output", pa.string()), ("error", pa.string())]
+)
+
+
+class Fix(StrEnum):
+    EXIF = "exif"
+    COPY = "copy"
+    INPLACE = "inplace"
+
+
+IN_FILE = {Fix.EXIF.value, Fix.INPLACE.value}  # fixes that change the input file itself
+
+
+def decide(probs: Sequence[float], threshold: float) -> tuple[int, float, str]:
+    """``(rotation, confidence, action)`` from the four class probabilities (0, 90, 180, 270 CCW)."""
+    if len(probs) != len(ROTATIONS):
+        raise JobModelError(f"expected {len(ROTATIONS)} probabilities (0/90/180/270), got {len(probs)}")
+    best = int(np.argmax(probs))
+    rotation, confidence = ROTATIONS[best], float(probs[best])
+    if confidence < threshold:
+        return rotation, confidence, ACTION_LOW_CONFIDENCE
+    return rotation, confidence, ACTION_NONE if rotation == 0 else ACTION_ROTATE
+
+
+def copy_base(inputs: Sequence[str | os.PathLike[str]]) -> str:
+    """The folder whose layout copies keep: the one input folder, else the common parent of all inputs."""
+    keys = [os.path.abspath(os.fspath(p)) for p in inputs]
+    if len(keys) == 1 and os.path.isdir(keys[0]):
+        return keys[0]
+    return os.path.commonpath([k if os.path.isdir(k) else os.path.dirname(k) for k in keys])
+
+
+@dataclass
+class OrientJob(Job):
+    """Decide each image's rotation and apply the chosen fix (see the module docstring)."""
+
+    fix: Fix | None = None
+    output_dir: Path | None = None  # for Fix.COPY
+    copy_base: str | None = None  # for Fix.COPY: see copy_base()
+    threshold: float = 0.0
+    dry_run: bool = False
+    backup_suffix: str | None = ".orig"
+    journal: Journal | None = None  # beside the report; None without one
+    name: str = "orient"
+    output = "probs"
+    schema: pa.Schema = field(default=REPORT_SCHEMA)
+    fixed: int = 0
+
+    def __post_init__(self) -> None:
+        self.threshold = check_fraction("threshold", self.threshold)
+        if self.fix is not None:
+            self.fix = Fix(self.fix) if self.fix in set(Fix) else _bad_fix(self.fix)
+        if self.fix is Fix.COPY and (self.output_dir is None or self.copy_base is None):
+            raise JobOptionError("fix 'copy' needs output_dir (the folder the upright copies go to)")
+        if self.backup_suffix is not None and (not self.backup_suffix or os.sep in self.backup_suffix):
+            raise JobOptionError(f"backup_suffix must be a non-empty file-name suffix, got {self.backup_suffix!r}")
+
+    def bind(self, model: ModelFacts) -> pa.Schema:
+        if len(model.class_names) != len(ROTATIONS):
+            raise JobModelError(
+                f"{model.name} has {len(model.class_names)} classes; an orientation model has 4 (0/90/180/270)"
+            )
+        return self.schema
+
+    def values(self, output: np.ndarray) -> Row:
+        rotation, confidence, action = decide(output.tolist(), self.threshold)
+        probs = {f"p{r}": float(p) for r, p in zip(ROTATIONS, output, strict=True)}
+        return {"rotation": rotation, "confidence": confidence, **probs, "action": action, "fix": None, "output": None}
+
+    def state_columns(self) -> Sequence[str]:
+        return self.schema.names
+
+    def resume(self, row: Row) -> Literal["done", "rerun", "effect"]:
+        return "effect" if self._wanted(row) else "done"
+
+    def recover(self, state: dict[str, Row]) -> list[Row]:
+        """Rows of fixes a killed run made but did not report (their target holds the ``after`` content)."""
+        if self.journal is None:
+            return []
+        rows: dict[str, Row] = {}
+        for record in self.journal.records:
+            key, mode = record["row"]["path"], record["mode"]
+            done = state.get(key, {}).get("fix") or ""
+            if mode not in done.split("+") and _happened(record):
+                rows[key] = record["row"]
+        self.journal.records = []
+        return list(rows.values())
+
+    def after_batch(self, rows: list[Row], items: Sequence[Item]) -> None:
+        for row in rows:
+            if self._wanted(row):
+                self._apply(row)
+
+    def tally(self, rows: Sequence[Row], counts: dict[str, int]) -> None:
+        rotated = sum(1 for r in rows if r.get("rotation") not in (0, None) and self._actionable(r))
+        counts["rotated"] = counts.get("rotated", 0) + rotated
+        if self.fix is not None:
+            counts["would fix" if self.dry_run else "fixed"] = self.fixed
+
+    # ------------------------------------------------------------------ fixes
+    def _actionable(self, row: Row) -> bool:
+        return row["confidence"] is not None and row["confidence"] >= self.threshold
+
+    def _wanted(self, row: Row) -> bool:
+        """Whether the requested fix should now be applied to the file of this row."""
+        if self.fix is None or row.get("rotation") is None:
+            return False
+        done = set((row.get("fix") or "").split("+")) - {""}
+        if self.fix.value in done or (self.fix.value in IN_FILE and done & IN_FILE):
+            return False
+        return self.fix is Fix.COPY or (row["rotation"] != 0 and self._actionable(row))
+
+    def _apply(self, row: Row) -> None:
+        if self.dry_run:
+            row["action"] = f"would fix ({self.fix})"
+            self.fixed += 1
+            return
+        try:
+            self._change(row)
+        except (RoostError, OSError) as err:
+            row["action"], row["error"] = ACTION_FAILED, f"{type(err).__name__}: {err}"
+            return
+        self.fixed += 1
+
+    def _change(self, row: Row) -> None:
+        src = Path(row["path"])
+        data = src.read_bytes()
+        done = set((row.get("fix") or "").split("+")) - {""}
+        rotation = 0 if done & IN_FILE or not self._actionable(row) else int(row["rotation"])
+        target = src
+        if self.fix is Fix.COPY:
+            target = self._copy_target(src)
+            new, action = (data, ACTION_COPIED) if rotation == 0 else upright_bytes(data, rotation)
+        elif self.fix is Fix.EXIF:
+            new, action = exif_bytes(data, rotation), ACTION_EXIF
+        else:
+            new, action = upright_bytes(data, rotation)
+        before = file_sha256(target) if self.fix is Fix.COPY else sha256(data)
+        if self.fix is Fix.COPY and before not in (None, sha256(new)) and not self._wrote(target, before):
+            raise FixError(f"{target} exists and was not written by roost; it is not overwritten")
+        final = row | {"action": action, "fix": "+".join(sorted(done | {str(self.fix)})), "error": None}
+        final["output"] = str(target) if self.fix is Fix.COPY else None
+        if self.fix is Fix.INPLACE and self.backup_suffix is not None:  # before the change, never overwritten
+            final["output"] = str(write_backup(src, data, self.backup_suffix))
+        if self.journal is not None:
+            self.journal.intent({"mode": str(self.fix), "source": sha256(data), "target": str(target),
+                                 "before": before, "after": sha256(new), "row": final})  # fmt: skip
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, new, mode_from=src)
+        row.update(final)
+
+    def _copy_target(self, src: Path) -> Path:
+        assert self.output_dir is not None and self.copy_base is not None
+        return self.output_dir / os.path.relpath(src, self.copy_base)
+
+    def _wrote(self, target: Path, sha: str | None) -> bool:
+        return self.journal is not None and self.journal.wrote(str(target), sha)
+
+
+def _happened(record: dict[str, Any]) -> bool:
+    """Whether a journaled change is on disk: the target holds ``after`` and (for copies) the source is unchanged."""
+    if file_sha256(Path(record["target"])) != record["after"]:
+        return False
+    return record["mode"] != Fix.COPY or file_sha256(Path(record["row"]["path"])) == record["source"]
+
+
+def _bad_fix(value: Any) -> Fix:
+    raise JobOptionError(f"fix must be one of exif, copy, inplace; got {value!r}")
+
+
+def journal_path(report: str | os.PathLike[str]) -> Path:
+    """Where the fixes of a report are journaled: ``<report>.fixes.jsonl`` beside it."""
+    return Path(os.fspath(report) + ".fixes.jsonl")
+
+
+def orient_files(
+    inputs: Sequence[str | os.PathLike[str]],
+    *,
+    model: str | os.PathLike[str] = ROTNET,
+    report: str | os.PathLike[str] | None = None,
+    fix: Fix | str | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    threshold: float = 0.0,
+    dry_run: bool = False,
+    backup_suffix: str | None = ".orig",
+    options: RunOptions | None = None,
+    ray: RayOptions | None = None,
+    on_event: OnEvent = ignore,
+    on_rows: OnRows | None = None,
+) -> Summary:
+    """Predict each image's rotation, append the rows to ``report`` and apply ``fix`` (see the module docstring)."""
+    out = Path(output_dir) if output_dir is not None else None
+    if out is not None:
+        _check_output_dir(out, inputs)
+    job = OrientJob(
+        fix=Fix(fix) if fix in set(Fix) else fix,  # type: ignore[arg-type]
+        output_dir=out, copy_base=copy_base(inputs) if out is not None else None, threshold=threshold,
+        dry_run=dry_run, backup_suffix=backup_suffix,
+        journal=Journal(journal_path(report)) if report is not None and fix is not None else None,
+    )  # fmt: skip
+    exclude = [p for p in (out, journal_path(report) if report is not None else None) if p is not None]
+    try:
+        return execute(job, inputs, model=model, report=report, options=options or RunOptions(), ray=ray,
+                       exclude=exclude, on_event=on_event, on_rows=on_rows)  # fmt: skip
+    finally:
+        if job.journal is not None:
+            job.journal.close()
+
+
+def _check_output_dir(out: Path, inputs: Sequence[str | os.PathLike[str]]) -> None:
+    if out.exists() and not out.is_dir():
+        raise JobOptionError(f"output_dir {out} is a file; give a folder for the upright copies")
+    base = os.path.abspath(out)
+    for given in inputs:
+        key = os.path.abspath(os.fspath(given))
+        if key == base or key.startswith(base.rstrip(os.sep) + os.sep):
+            raise JobOptionError(f"output_dir {out} holds the input {given}; copies must go to a folder outside it")
