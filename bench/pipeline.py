@@ -25,7 +25,9 @@ from rich.table import Table
 import roost
 from roost.data.datasets import iter_batches
 from roost.data.transforms import classification_transform, get_rgb_stats
-from roost.inference.jobs import Runner, RunOptions, orient_files
+from roost.jobs.base import RunOptions
+from roost.jobs.model import JobModel
+from roost.jobs.orient import orient_files
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
 ROTNET = "rope_vit_reg8_so150m_p14_swiglu_rms_ap"
@@ -79,9 +81,9 @@ def end_to_end_table(checkpoint: Path, batch: int, seconds: float) -> Table:
             net.classify(net.embedding(x))
             done += batch
     model_only = done / (time.perf_counter() - start)
-    options = RunOptions(batch_size=batch, workers=1, progress=False)
+    options = RunOptions(batch_size=batch, workers=1)
     start = time.perf_counter()
-    Runner.load(checkpoint, options)
+    JobModel.load(checkpoint, options)
     load_s = time.perf_counter() - start
     table = Table(
         "input", "model-only img/s", "orient end-to-end img/s", "ratio", "ratio without the one-off model load",
@@ -92,9 +94,9 @@ def end_to_end_table(checkpoint: Path, batch: int, seconds: float) -> Table:
         for i, p in enumerate(paths):
             shutil.copy(p, folder / f"{i:03d}_{p.name}")
         start = time.perf_counter()
-        rows = orient_files([folder], model=checkpoint, options=options)
+        done = orient_files([folder], model=checkpoint, options=options).processed
         elapsed = time.perf_counter() - start
-        rate, steady = len(rows) / elapsed, len(rows) / (elapsed - load_s)
+        rate, steady = done / elapsed, done / (elapsed - load_s)
         ratios = f"{rate / model_only:.2f}", f"{steady / model_only:.2f}"
         table.add_row(label, f"{model_only:.2f}", f"{rate:.2f}", *ratios)
         shutil.rmtree(folder)

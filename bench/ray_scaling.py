@@ -23,8 +23,9 @@ from rich.console import Console
 from rich.table import Table
 
 from roost.data.transforms import get_rgb_stats
-from roost.inference import jobs
-from roost.inference.ray_engine import JobSpec, RayOptions, run_files
+from roost.jobs.base import RunOptions
+from roost.jobs.orient import orient_files
+from roost.jobs.ray import RayOptions
 from roost.models.registry import create_model
 from roost.weights.load import save_model
 
@@ -62,22 +63,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--real", action="store_true", help="real-size so150m at 252 px instead of the tiny fixture")
     args = parser.parse_args()
-    options = jobs.RunOptions(batch_size=args.batch, workers=1, progress=False)
+    options = RunOptions(batch_size=args.batch, workers=1)
     table = Table("engine", "model actors", "images", "seconds", "img/s", title="roost orient throughput (2 CPUs)")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         (tmp_dir / "in").mkdir()
         n = make_inputs(tmp_dir / "in", args.photos)
         model = str(real_checkpoint(tmp_dir) if args.real else TINY)
-        seconds = timed(jobs.orient_files, [tmp_dir / "in"], model=model, options=options)
+        seconds = timed(orient_files, [tmp_dir / "in"], model=model, options=options)
         table.add_row("local (1 decode worker)", "-", str(n), f"{seconds:.1f}", f"{n / seconds:.1f}")
         ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
         try:
             for actors in (1, 2):
                 ray_options = RayOptions(concurrency=actors, num_cpus_per_worker=0.5, decode_batch_size=args.batch)
                 out = tmp_dir / f"out{actors}.parquet"
-                spec = JobSpec("orient", model)
-                seconds = timed(run_files, [tmp_dir / "in"], spec, output=out, options=options, ray_options=ray_options)
+                inputs = [tmp_dir / "in"]
+                seconds = timed(orient_files, inputs, model=model, report=out, options=options, ray=ray_options)
                 table.add_row("ray", str(actors), str(n), f"{seconds:.1f}", f"{n / seconds:.1f}")
         finally:
             ray.shutdown()

@@ -91,8 +91,8 @@ def test_classify_then_predict(photos: Path, tmp_path: Path) -> None:
     assert info.class_to_idx == {"a": 0, "b": 1}
     assert [int(r["epoch"]) for r in rows(out / "eval.csv")] == [1]
     report = tmp_path / "p.csv"
-    cli("predict", str(photos), "-r", "--model", str(checkpoint), "--topk", "2", "--report", str(report), "--workers", "0",
-        "--quiet")
+    cli("predict", str(photos), "-r", "--model", str(checkpoint), "--topk", "2", "--report", str(report),
+        "--workers", "0", "--quiet")
     found = rows(report)
     assert len(found) == len(PHOTOS)
     assert all({r["label_1"], r["label_2"]} == {"a", "b"} for r in found)
@@ -124,7 +124,8 @@ def test_lr_zero_is_honoured(lr: str, colours: tuple[Path, Path], tmp_path: Path
     net = create_model("rope_vit_reg4_b14", 4, size=28, config={"num_layers": 1, "hidden_dim": 32, "num_heads": 2,
                                                                  "mlp_dim": 64, "drop_path_rate": 0.0})
     classes = {"blue": 0, "green": 1, "red": 2, "yellow": 3}
-    init = save_model(tmp_path / "init.pt", net, class_to_idx=classes, rgb_stats={"mean": (0.5,) * 3, "std": (0.5,) * 3})
+    rgb = {"mean": (0.5,) * 3, "std": (0.5,) * 3}
+    init = save_model(tmp_path / "init.pt", net, class_to_idx=classes, rgb_stats=rgb)
     cli("train", "classify", "--init", str(init), "--data-path", str(colours[1]), "--out-dir", str(tmp_path / "out"),
         "--epochs", "1", "--lr", lr, "--size", "28", "--batch-size", "4", "--set", "val_path=[]", "--set", "workers=0")
     trained, _ = load_model(None, tmp_path / "out" / "rope_vit_reg4_b14_1.pt")

@@ -33,10 +33,10 @@ def problems(items: list[Item]) -> dict[str, str | None]:
     return {os.path.basename(item.key): item.problem for item in items}
 
 
-def expand_within(seconds: float, *args: object, **kwargs: object) -> list[Item]:
+def expand_within(seconds: float, inputs: list[Path]) -> list[Item]:
     """``expand`` in a daemon thread: a test fails, instead of hanging, if it blocks (opening a FIFO)."""
     result: list[list[Item]] = []
-    thread = threading.Thread(target=lambda: result.append(expand(*args, **kwargs)), daemon=True)  # type: ignore[arg-type]
+    thread = threading.Thread(target=lambda: result.append(expand(inputs)), daemon=True)
     thread.start()
     thread.join(seconds)
     assert result, f"expand() did not return within {seconds} s"
@@ -75,7 +75,7 @@ def test_named_files_are_kept_whatever_their_suffix(root: Path) -> None:
 
 def test_a_missing_input_is_named(root: Path) -> None:
     touch(root / "a.jpg")
-    with pytest.raises(FileNotFoundError, match="no such file or folder: nope/gone.jpg"):
+    with pytest.raises(FileNotFoundError, match=r"no such file or folder: nope/gone\.jpg"):
         expand([root / "a.jpg", "nope/gone.jpg"])
 
 
@@ -92,7 +92,8 @@ def test_non_utf8_names_are_listed(root: Path) -> None:
     for name in (b"caf\xe9.jpg", b"d\xe9ir/x.jpg", b"\xff.png"):
         touch(Path(os.fsdecode(folder + b"/" + name)))
     items = expand([root], recursive=True)
-    assert [os.fsencode(k) for k in keys(items)] == [folder + n for n in (b"/caf\xe9.jpg", b"/\xff.png", b"/d\xe9ir/x.jpg")]
+    expected = [b"/caf\xe9.jpg", b"/\xff.png", b"/d\xe9ir/x.jpg"]
+    assert [os.fsencode(k) for k in keys(items)] == [folder + name for name in expected]
     assert all(item.problem is None for item in items)
 
 

@@ -61,7 +61,10 @@ def _row(key: str, i: int = 0, error: str | None = None) -> dict[str, Any]:
             "action": "none", "fix": None, "output": None, "error": None}  # fmt: skip
 
 
-def _write(path: Path, batches: Sequence[Sequence[dict[str, Any]]], schema: pa.Schema = REPORT_SCHEMA, **kw: Any) -> None:
+Rows = Sequence[dict[str, Any]]
+
+
+def _write(path: Path, batches: Sequence[Rows], schema: pa.Schema = REPORT_SCHEMA, **kw: Any) -> None:
     with open_report(path, schema, **kw) as writer:
         for rows in batches:
             writer.write(rows)

@@ -62,7 +62,7 @@ def test_single_paths_become_lists() -> None:
     "item", ["epochs=abc", "lr=fast", "betas=[0.9]", "opt=adam", "linear_probe=[1]", "nosuch=1"]
 )
 def test_bad_overrides_are_config_errors(item: str) -> None:
-    with pytest.raises(TrainingConfigError, match="does not fit|unknown option"):
+    with pytest.raises(TrainingConfigError, match=r"does not fit|unknown option"):
         build_config(ClassifyConfig, None, {**NET, **parse_overrides([item])})
 
 

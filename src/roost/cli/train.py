@@ -40,7 +40,7 @@ OutOpt = Annotated[
 ]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Epochs to train, >= 1.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", "-b", help="Images per step and process, >= 1.")]
-LrOpt = Annotated[float | None, typer.Option("--lr", help="Base learning rate, >= 0 (0 leaves the weights as they are).")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Base learning rate, >= 0 (0: weights stay as they are).")]
 SizeOpt = Annotated[int | None, typer.Option("--size", help="Training resolution (a multiple of the patch size).")]
 ResumeOpt = Annotated[bool | None, typer.Option("--resume", help="Continue the run in --out-dir from its saved state.")]
 OverwriteOpt = Annotated[

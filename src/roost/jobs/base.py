@@ -8,7 +8,7 @@ any job; ``engine.py`` holds the loop they share.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
@@ -161,6 +161,19 @@ class Summary:
 
 
 # ---------------------------------------------------------------------------------- jobs
+@dataclass
+class Computed:
+    """One computed batch: its items, the output of each decoded one (by position), errors by position."""
+
+    items: list[Item]
+    outputs: dict[int, np.ndarray]
+    errors: dict[int, str]
+
+
+Source = Callable[["list[Item]"], Iterator[Computed]]
+"""An engine: computes the given items, yielding batches in any order."""
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     """What a job checks about the loaded model and needs for its rows."""

@@ -22,9 +22,6 @@ from roost.jobs.base import Job, ModelFacts, OnEvent, Row, RunOptions, Summary, 
 from roost.jobs.engine import OnRows, execute
 from roost.jobs.report import read_rows
 
-_TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
-
-
 if TYPE_CHECKING:
     from roost.jobs.ray import RayOptions
 
@@ -74,7 +71,8 @@ def write_npy(report: str | os.PathLike[str], output: str | os.PathLike[str], di
         for i, row in enumerate(read_rows(report, schema, ["embedding"])):
             if i in wanted:
                 out.write(np.asarray(row["embedding"], np.float32).tobytes())
-    with atomic_target(output.with_name(output.stem + ".index.csv")) as tmp, open(tmp, "w", newline="", **_TEXT) as f:
+    index_path = output.with_name(output.stem + ".index.csv")
+    with atomic_target(index_path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["path", "row", "error"])
         writer.writerows(("" if v is None else v for v in entry) for entry in index)

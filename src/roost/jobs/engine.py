@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from roost.data.datasets import iter_batches
 from roost.errors import EngineError
-from roost.jobs.base import Advanced, Job, OnEvent, Row, RunOptions, Started, Summary, ignore
+from roost.jobs.base import Advanced, Computed, Job, OnEvent, Row, RunOptions, Source, Started, Summary, ignore
 from roost.jobs.inputs import Item, expand
 from roost.jobs.model import JobModel
 from roost.jobs.report import ReportWriter, check_writable, last_rows, open_report
@@ -27,16 +25,6 @@ if TYPE_CHECKING:
     from roost.jobs.ray import RayOptions
 
 
-@dataclass
-class Computed:
-    """One computed batch: its items, the output of each decoded one (by position), errors by position."""
-
-    items: list[Item]
-    outputs: dict[int, np.ndarray]
-    errors: dict[int, str]
-
-
-Source = Callable[[list[Item]], Iterator[Computed]]
 OnRows = Callable[[list[Row]], None]
 
 

@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from roost.data.datasets import Batch
 from roost.data.transforms import classification_transform
 from roost.errors import JobModelError
 from roost.jobs.base import Backend, Downloading, Dtype, ModelFacts, Note, OnEvent, Output, RunOptions, ignore
-from roost.weights.checkpoint import get_size_from_signature
+from roost.weights.checkpoint import ModelInfo, get_size_from_signature
 from roost.weights.load import load_pretrained_model
 
 _AUTOCAST = {Dtype.BF16: torch.bfloat16, Dtype.FP16: torch.float16}
@@ -47,7 +48,8 @@ class JobModel:
             net.embedding = torch.compile(net.embedding)
         names = [name for name, _ in sorted(info.class_to_idx.items(), key=lambda kv: kv[1])]
         facts = ModelFacts(os.fspath(model), names, getattr(net, "embedding_size", None))
-        return cls(net, facts, classification_transform(size, info.rgb_stats), size, options)
+        transform = classification_transform(size, info.rgb_stats)  # type: ignore[arg-type]  # checked on load
+        return cls(net, facts, transform, size, options)
 
     @property
     def draft(self) -> tuple[int, int] | None:
@@ -64,9 +66,9 @@ class JobModel:
                 continue
             x = batch.images.to(device, non_blocking=True)
             with torch.inference_mode(), torch.autocast(device.type, autocast, enabled=autocast is not None):
-                result = self.net.embedding(x)
+                result = self.net.embedding(x)  # type: ignore[operator]  # RoPEViT or OrtBackend
                 if output == "probs":
-                    result = self.net.classify(result).float().softmax(dim=1)
+                    result = self.net.classify(result).float().softmax(dim=1)  # type: ignore[operator]
             yield batch, result.float().cpu().numpy()
 
 
@@ -80,7 +82,10 @@ def check_model_file(model: str | os.PathLike[str]) -> None:
         )
 
 
-def _ort(net: nn.Module, info, size, model, options: RunOptions, on_event: OnEvent) -> nn.Module:
+def _ort(
+    net: Any, info: ModelInfo, size: tuple[int, int], model: str | os.PathLike[str], options: RunOptions,
+    on_event: OnEvent,
+) -> nn.Module:
     from roost.inference.ort import ort_backend_for
     from roost.settings import Settings
 

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from roost.errors import FixError, JobModelError, JobOptionError, RoostError
-from roost.files.atomic import atomic_write
+from roost.files.atomic import atomic_write, remove_stale_temps
 from roost.files.rotate import exif_bytes, upright_bytes, write_backup
 from roost.jobs.base import Job, ModelFacts, OnEvent, Row, RunOptions, Summary, check_fraction, ignore
 from roost.jobs.engine import OnRows, execute
@@ -104,6 +104,7 @@ class OrientJob(Job):
     output = "probs"
     schema: pa.Schema = field(default=REPORT_SCHEMA)
     fixed: int = 0
+    swept: set[Path] = field(default_factory=set, repr=False)  # folders cleared of a killed run's temporaries
 
     def __post_init__(self) -> None:
         self.threshold = check_fraction("threshold", self.threshold)
@@ -199,6 +200,7 @@ class OrientJob(Job):
             raise FixError(f"{target} exists and was not written by roost; it is not overwritten")
         final = row | {"action": action, "fix": "+".join(sorted(done | {str(self.fix)})), "error": None}
         final["output"] = str(target) if self.fix is Fix.COPY else None
+        self._sweep(target.parent, Path(os.path.realpath(src)).parent)
         if self.fix is Fix.INPLACE and self.backup_suffix is not None:  # before the change, never overwritten
             final["output"] = str(write_backup(src, data, self.backup_suffix))
         if self.journal is not None:
@@ -207,6 +209,17 @@ class OrientJob(Job):
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, new, mode_from=src)
         row.update(final)
+
+    def _sweep(self, *folders: Path) -> None:
+        """Remove the temporaries that a killed run's atomic writes left in the folders this job writes to.
+
+        Once per folder and run, before the first write there: a resumed run redoes each unfinished write, so
+        what a kill left half written is never needed (this job writes one file at a time).
+        """
+        for folder in folders:
+            if folder not in self.swept and folder.is_dir():
+                remove_stale_temps(folder, older_than_s=0)
+            self.swept.add(folder)
 
     def _copy_target(self, src: Path) -> Path:
         assert self.output_dir is not None and self.copy_base is not None

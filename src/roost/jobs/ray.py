@@ -26,8 +26,7 @@ import torch
 
 from roost.data.datasets import IMAGE_SUFFIXES, Batch, ImageFiles, collate
 from roost.errors import EngineError
-from roost.jobs.base import Job, OnEvent, RunOptions
-from roost.jobs.engine import Computed, Source
+from roost.jobs.base import Computed, Job, OnEvent, RunOptions, Source
 from roost.jobs.inputs import Item
 from roost.jobs.model import JobModel
 
@@ -156,7 +155,7 @@ def _pipeline(
     ray.data.DataContext.get_current().enable_progress_bars = False  # the driver reports progress itself
     ds = ray.data.from_items([{"key": item.key} for item in items])
     decoded = ds.map_batches(
-        decode_batch, batch_size=ray_options.decode_batch_size, batch_format="numpy",
+        decode_batch,  # type: ignore[arg-type]  # numpy batches, as batch_format says batch_size=ray_options.decode_batch_size, batch_format="numpy",
         fn_kwargs={"decoder": decoder},
     )  # fmt: skip
     computed = decoded.map_batches(
@@ -165,7 +164,7 @@ def _pipeline(
         compute=ray.data.ActorPoolStrategy(size=ray_options.concurrency),
         num_gpus=ray_options.num_gpus_per_worker or None, num_cpus=ray_options.num_cpus_per_worker,
     )  # fmt: skip
-    yield from computed.iter_batches(batch_format="numpy", batch_size=None)
+    yield from computed.iter_batches(batch_format="numpy", batch_size=None)  # type: ignore[misc]
 
 
 def _connect(options: RayOptions) -> bool:

@@ -7,8 +7,8 @@ a file format (every published Birder weight file loads unchanged), so they are 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Iterable, Sequence
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -156,7 +156,7 @@ class RoPEViT(nn.Module):
     task = "image_classification"
     input_channels = 3
 
-    def __init__(self, config: RoPEViTConfig, num_classes: int = 0, size: Size = (224, 224)) -> None:
+    def __init__(self, config: RoPEViTConfig, num_classes: int = 0, size: Size | int = (224, 224)) -> None:
         super().__init__()
         c = config
         self.config = c
@@ -188,7 +188,7 @@ class RoPEViT(nn.Module):
     def _norm(self) -> nn.Module:
         return make_norm(self.config.norm_layer_type, self.config.hidden_dim, self.config.norm_layer_eps)
 
-    def _build_pool(self) -> nn.Module:
+    def _build_pool(self) -> MultiHeadAttentionPool | EfficientProbing:
         c = self.config
         if c.attn_pool_type == "EfficientProbing":
             return EfficientProbing(c.hidden_dim, c.attn_pool_num_heads or 1)
@@ -209,7 +209,7 @@ class RoPEViT(nn.Module):
             raise ConfigError(f"size {(h, w)} must be positive multiples of the patch size {p}")
         return h, w
 
-    def grid(self, size: Size) -> Size:
+    def grid(self, size: Sequence[int]) -> Size:
         return size[0] // self.config.patch_size, size[1] // self.config.patch_size
 
     @torch.no_grad()
@@ -224,7 +224,7 @@ class RoPEViT(nn.Module):
                 nn.init.zeros_(getattr(self, name))
         if hasattr(self, "pos_embedding"):
             nn.init.normal_(self.pos_embedding, std=0.02)
-        for block in self.encoder.block:
+        for block in cast(Iterable[EncoderBlock], self.encoder.block):
             for linear in (block.attn.qkv, block.attn.proj):
                 nn.init.trunc_normal_(linear.weight, std=0.02)
                 if linear.bias is not None:
@@ -403,6 +403,7 @@ class RoPEViT(nn.Module):
         if self.config.abs_pos_embed:
             with torch.no_grad():
                 pos = self._pos_embedding(self.grid(new_size), antialias=True)
+            assert pos is not None  # abs_pos_embed
             self.pos_embedding = nn.Parameter(pos, requires_grad=self.pos_embedding.requires_grad)
         self.size = new_size
         self.rope.set_grid_size(self.grid(new_size))

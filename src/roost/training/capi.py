@@ -268,7 +268,7 @@ class CapiTask:
             MaskSampler(grid, cfg.mask_ratio, cfg.kept_mask_ratio),
         )
         student_groups = param_groups(self.student, weight_decay=cfg.wd, norm_weight_decay=cfg.norm_wd)
-        spec = OptimizerSpec(cfg.opt, cfg.lr, tuple(cfg.betas), momentum=cfg.momentum)
+        spec = OptimizerSpec(cfg.opt, cfg.lr, cfg.betas, momentum=cfg.momentum)
         clustering_opt = torch.optim.AdamW(self.clustering.parameters(), lr=cfg.lr / 2, betas=(0.9, 0.95))
         self.units = [
             Unit("student", self.student, build_optimizer(student_groups, spec), cfg.lr,

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from roost.data.transforms import classification_transform, get_rgb_stats
 from roost.errors import CheckpointError, TrainingConfigError
@@ -106,9 +106,13 @@ def build_network(
     Weights load non-strictly only where heads may differ: ``classifier.*`` and ``attn_pool.*`` keys.
     """
     if init is None:
+        if network is None:
+            raise TrainingConfigError("give network (a fresh network) or init (weights to start from)")
         return create_model(network, num_classes, size=size, config=dict(model_config) or None), True
     src_name, state, src_config, src_size = _source_state(init)
     name = network or src_name
+    if name is None:
+        raise CheckpointError(f"{init} does not record its network: give network")
     config = {**(src_config or {}), **model_config} or None
     net = create_model(name, num_classes, size=src_size, config=config)
     expected = net.state_dict()
@@ -178,7 +182,7 @@ class SupervisedTask:
         info: DistInfo,
         device: torch.device,
         net: RoPEViT,
-        data: tuple[Dataset, Dataset | None],
+        data: tuple[SampleDataset, SampleDataset | None],
         class_to_idx: dict[str, int],
         name: str,
     ) -> None:
@@ -187,9 +191,9 @@ class SupervisedTask:
         self.train_set, self.val_set = data
         self.rgb_stats = get_rgb_stats(cfg.rgb_mode)
         groups = param_groups(net, weight_decay=cfg.wd, norm_weight_decay=cfg.norm_wd, layer_decay=cfg.layer_decay)
-        spec = OptimizerSpec(cfg.opt, cfg.lr, tuple(cfg.betas), momentum=cfg.momentum)
+        spec = OptimizerSpec(cfg.opt, cfg.lr, cfg.betas, momentum=cfg.momentum)
         self.units = [Unit("model", net, build_optimizer(groups, spec), cfg.lr)]
-        self.ema: ModelEma | None = None
+        self.ema: ModelEma[RoPEViT] | None = None
 
     def set_plan(self, plan: Plan) -> None:
         cfg = self.cfg
@@ -266,11 +270,11 @@ def make_classify_task(cfg: ClassifyConfig, info: DistInfo, device: torch.device
     if val_samples is not None:
         val_set = SampleDataset(val_samples, EvalTransform(classification_transform(cfg.size, rgb)), cfg.seed)
     net, new_head = build_network(cfg.network, cfg.init, len(class_to_idx), cfg.size, cfg.model_config)
-    if new_head and cfg.init is not None:
+    if new_head and cfg.init is not None and isinstance(net.classifier, nn.Linear):
         net.classifier.reset_parameters()  # --reset-head: PyTorch's default Linear init, not zeros
     if cfg.linear_probe:
         probe_setup(net, cfg.unfreeze_features)
-    name = net.network_name + (f"_{cfg.tag}" if cfg.tag else "")
+    name = f"{net.network_name}" + (f"_{cfg.tag}" if cfg.tag else "")
     return SupervisedTask(cfg, info, device, net, (train_set, val_set), class_to_idx, name)
 
 

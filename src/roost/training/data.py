@@ -59,6 +59,7 @@ def image_folders(
     validation roots must then hold the same classes as the training ones.
     """
     folders = [Path(root) for root in roots]
+    where = ", ".join(map(str, folders))
     for root in folders:
         if not root.is_dir():
             raise TrainingConfigError(f"{root} is not a folder of class sub-folders")
@@ -67,11 +68,10 @@ def image_folders(
     if class_to_idx is None:
         class_to_idx = {name: i for i, name in enumerate(classes)}
     elif set(classes) != set(class_to_idx):
-        where = ", ".join(map(str, folders))
         raise TrainingConfigError(f"{where}: classes {classes} differ from the training classes {sorted(class_to_idx)}")
     samples = [(p, class_to_idx[name]) for name, folder in found for p in _images(folder)]
     if not samples:
-        raise TrainingConfigError(f"{', '.join(map(str, folders))} hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise TrainingConfigError(f"{where} hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return samples, class_to_idx
 
 
@@ -224,7 +224,7 @@ def _hue(im: Image.Image, g: torch.Generator, amount: float) -> Image.Image:
         return im
     h, s, v = im.convert("HSV").split()
     shift = round(_uniform(g, -amount, amount) * 255)
-    h = h.point(lambda x: (x + shift) % 256)
+    h = h.point([(x + shift) % 256 for x in range(256)])
     return Image.merge("HSV", (h, s, v)).convert("RGB")
 
 
@@ -431,5 +431,7 @@ def mix_batch(
 
 def _beta(g: torch.Generator, alpha: float) -> float:
     """Beta(alpha, alpha) from two gammas drawn with ``g`` (torch's distributions ignore generators)."""
-    a = torch._standard_gamma(torch.tensor([alpha, alpha], dtype=torch.float64), generator=g)
+    a = torch._standard_gamma(  # pyright: ignore[reportPrivateImportUsage]  (the only gamma taking a generator)
+        torch.tensor([alpha, alpha], dtype=torch.float64), generator=g
+    )
     return float(a[0] / a.sum())

@@ -11,16 +11,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from roost.errors import TrainingConfigError
 from roost.training.config import RESUME_FREE, RunConfig
-from roost.training.data import GlobalBatchSampler, make_generator
+from roost.training.data import GlobalBatchSampler, SampleDataset, make_generator
 from roost.training.optim import LRSchedule, set_lrs
 from roost.training.state import (
     LOG_FILE,
@@ -50,7 +50,10 @@ class Unit:
     optimizer: torch.optim.Optimizer
     base_lr: float
     find_unused: bool = False
-    wrapped: nn.Module | None = None
+    wrapped: nn.Module = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.wrapped = self.module  # until the run wraps it
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,9 @@ class Plan:
 class Task(Protocol):
     name: str
     units: list[Unit]
-    train_set: Dataset
+
+    @property
+    def train_set(self) -> SampleDataset: ...
 
     def set_plan(self, plan: Plan) -> None: ...
     def collate(self, items: list[Any]) -> Any: ...
@@ -183,7 +188,7 @@ def _wrap(run: Run) -> None:
         if run.info.enabled:
             ids = [run.device.index] if run.device.type == "cuda" else None
             view = DistributedDataParallel(view, device_ids=ids, find_unused_parameters=unit.find_unused)
-        unit.wrapped = torch.compile(view) if run.cfg.compile else view
+        unit.wrapped = cast(nn.Module, torch.compile(view)) if run.cfg.compile else view
 
 
 def _set_lrs(run: Run, step: int, epoch: int) -> float:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 import torch.distributed as torch_dist
@@ -22,6 +22,8 @@ from torch import Tensor, nn
 
 from roost.errors import ResumeError
 from roost.files.atomic import atomic_target, atomic_write
+
+M = TypeVar("M", bound=nn.Module)
 
 STATE_FILE = "training_state.pt"
 LOG_FILE = "log.csv"
@@ -90,17 +92,17 @@ def barrier(info: DistInfo) -> None:
 def ema_update_(target: Iterable[Tensor], source: Iterable[Tensor], momentum: float) -> None:
     """target ← m·target + (1 − m)·source, in place (CAPI teacher, model EMA)."""
     target, source = list(target), list(source)
-    torch._foreach_mul_(target, momentum)
-    torch._foreach_add_(target, source, alpha=1.0 - momentum)
+    torch._foreach_mul_(target, momentum)  # pyright: ignore[reportPrivateImportUsage]  (the fused multi-tensor path)
+    torch._foreach_add_(target, source, alpha=1.0 - momentum)  # pyright: ignore[reportPrivateImportUsage]
 
 
-class ModelEma:
+class ModelEma(Generic[M]):
     """An averaged copy (parameters and float buffers) updated every ``every`` optimizer steps.
 
     During the first ``warmup`` optimizer steps it copies the weights (spec §3.3).
     """
 
-    def __init__(self, model: nn.Module, decay: float, every: int = 32, warmup: int = 0) -> None:
+    def __init__(self, model: M, decay: float, every: int = 32, warmup: int = 0) -> None:
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.every, self.warmup = decay, every, warmup
         self.num_updates = 0
@@ -204,10 +206,9 @@ class CsvLog:
 
     def write(self, row: Mapping[str, Any]) -> None:
         new = self.fields is None
-        if new:
-            self.fields = list(row)
+        fields = self.fields = list(row) if self.fields is None else self.fields
         with open(self.path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, self.fields, extrasaction="ignore")
+            writer = csv.DictWriter(fh, fields, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
