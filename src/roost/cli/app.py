@@ -13,7 +13,6 @@ from roost.cli import batch, convert, train
 from roost.cli.common import user_errors
 
 app = typer.Typer(
-    help="RoPE Vision Transformers (the Birder family): inspect, run and curate.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,  # help and errors as plain text: file names and install hints stay as written

@@ -36,7 +36,8 @@ def pe_spatial(
     if interpolation not in ("bilinear", "bicubic"):
         raise typer.BadParameter(f"--interpolation must be bilinear or bicubic, not {interpolation!r}")
     with user_errors():
-        ckpt = convert_pe_spatial(src, dst, size=size.lower() if size else None, interpolation=interpolation)
+        ckpt = convert_pe_spatial(src, dst, size=size.lower() if size else None,  # type: ignore[arg-type]  # checked there
+                                   interpolation=interpolation)
     typer.echo(f"wrote {dst} ({ckpt.network}, {len(ckpt.state)} tensors, 512 px, {interpolation} pos-embed)")
 
 

@@ -170,7 +170,7 @@ def export_torchscript(
     net: RoPEViT, info: ModelInfo, output: Path, options: ExportOptions, size: tuple[int, int]
 ) -> Path:
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
         traced = torch.jit.trace(_Forward(net), sample_input(size, options), check_trace=False)
     with atomic_target(output) as tmp:
         torch.jit.save(traced, str(tmp), _extra_files=encode_extra_files(export_metadata(info, net.task)))

@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 
 from roost.data.decode import load_image, to_rgb
-from roost.data.transforms import center_crop, resize
+from roost.data.transforms import ImageLike, center_crop, resize
 
 FloatArray = npt.NDArray[np.float32]
 InferResult = tuple[FloatArray, FloatArray | None]
@@ -50,8 +50,8 @@ def infer_batch(
     input (four corners, then the centre), each resized back to (H, W) with antialiased bicubic.
     """
     if return_embedding:
-        embedding = net.embedding(inputs, **kwargs)
-        out = _scores(net.classify(embedding), return_logits)
+        embedding = net.embedding(inputs, **kwargs)  # type: ignore[operator]  # a RoPE-ViT
+        out = _scores(net.classify(embedding), return_logits)  # type: ignore[operator]
         return _to_numpy(out), _to_numpy(embedding)
     if tta:
         crops = five_crop_resized(inputs)
@@ -75,8 +75,13 @@ def five_crop_resized(inputs: torch.Tensor) -> list[torch.Tensor]:
     ch, cw = int(TTA_CROP_RATIO * height), int(TTA_CROP_RATIO * width)
     corners = [(0, 0), (0, width - cw), (height - ch, 0), (height - ch, width - cw)]
     crops = [inputs[..., top : top + ch, left : left + cw] for top, left in corners]
-    crops.append(center_crop(inputs, (ch, cw)))
-    return [resize(crop, (height, width)) for crop in crops]
+    crops.append(_tensor(center_crop(inputs, (ch, cw))))
+    return [_tensor(resize(crop, (height, width))) for crop in crops]
+
+
+def _tensor(image: ImageLike) -> torch.Tensor:
+    assert isinstance(image, torch.Tensor)  # the transforms return what they are given
+    return image
 
 
 def infer_image(

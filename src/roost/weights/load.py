@@ -58,7 +58,7 @@ def load_model(
     if fmt is CheckpointFormat.PTL:
         raise NotImplementedError("loading ptl files is not supported; use .pt, .safetensors, .pt2 or .pts")
     if fmt in (CheckpointFormat.PT2, CheckpointFormat.PTS):
-        return load_exported(path, fmt, inference=inference, device=device, dtype=dtype)
+        return load_exported(path, fmt, inference=inference, device=device, dtype=dtype)  # type: ignore[return-value]
     ckpt = read_checkpoint(path, fmt)
     network = network or ckpt.network or network_from_file_name(path)
     net = build_from_checkpoint(network, ckpt, config=config, source=path)
@@ -97,8 +97,8 @@ def load_exported(
         raise CheckpointError(f"{path}: {fmt.value} file lacks the metadata {missing}; not a Birder export")
     meta = decode_extra_files(files)
     net.task = meta["task"]
-    net.input_channels = get_channels_from_signature(meta["signature"])
-    net.size = get_size_from_signature(meta["signature"])
+    net.input_channels = get_channels_from_signature(meta["signature"])  # type: ignore[assignment]
+    net.size = get_size_from_signature(meta["signature"])  # type: ignore[assignment]
     if dtype is not None:
         net.to(dtype)
     if inference:
