@@ -10,12 +10,12 @@ TRAIN="$W/imgs/train"
 HELDOUT="$W/imgs/heldout"
 
 python "$EX/prep.py" --out "$W/imgs"
-roost train capi -c "$EX/capi.toml" --data-path "$TRAIN" --out-dir "$W/capi"
+roost train capi -c "$EX/capi.toml" --data-path "$TRAIN" --out-dir "$W/capi" --overwrite
 CAPI="$W/capi/rope_vit_reg4_b14_avg_capi_40.pt"  # the teacher encoder after the last epoch
 
 for head in avg ap; do
   roost train rotnet -c "$EX/rotnet_$head.toml" --data-path "$TRAIN" --val-path "$HELDOUT" --init "$CAPI" \
-    --out-dir "$W/rot_capi_$head"
-  roost train rotnet -c "$EX/rotnet_$head.toml" --data-path "$TRAIN" --val-path "$HELDOUT" --out-dir "$W/rot_random_$head"
+    --out-dir "$W/rot_capi_$head" --overwrite
+  roost train rotnet -c "$EX/rotnet_$head.toml" --data-path "$TRAIN" --val-path "$HELDOUT" --out-dir "$W/rot_random_$head" --overwrite
 done
 python "$EX/eval_rot.py" "$W"/rot_*_avg/*_rotnet_40.pt "$W"/rot_*_ap/*_rotnet_60.pt "$HELDOUT"

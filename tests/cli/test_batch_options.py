@@ -21,7 +21,7 @@ PLACES = CKPT / "rope_vit_reg4_b14_tiny-places.safetensors"
 runner = CliRunner()
 
 
-def invoke(*args: str):  # noqa: ANN201
+def invoke(*args: str):
     return runner.invoke(app, list(args), env={"COLUMNS": "80"})
 
 
@@ -35,10 +35,10 @@ def photos(tmp_path: Path) -> Path:
     return folder
 
 
-def refused(result, *words: str) -> str:  # noqa: ANN001
+def refused(result, *words: str) -> str:
     """The one error line of a refused command (after checking the status and that there is no traceback)."""
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert ("Traceback" not in result.output and result.exception is None) or isinstance(result.exception, SystemExit)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     error = next(line for line in lines if line.lower().startswith("error"))
     for word in words:

@@ -11,8 +11,8 @@ from PIL import Image, ImageFile
 
 from roost.data.decode import load_image, to_rgb
 from roost.errors import ImageError
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 PHOTOS = SHARED / "photos"
 needs_photos = pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"shared photos not found at {PHOTOS}")
 

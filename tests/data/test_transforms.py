@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,8 @@ from PIL import Image
 from roost import classification_transform, get_rgb_stats
 from roost.data.transforms import RGB_PRESETS, center_crop, cover_size, inference_preset, reverse_transform
 from roost.errors import InputShapeError, TransformError
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "transforms"
 PHOTOS = SHARED / "photos"
 CASES = json.loads((FIXTURES / "cases.json").read_text())["cases"] if FIXTURES.is_dir() else []

@@ -15,8 +15,8 @@ import roost
 from roost.data.decode import load_image
 from roost.data.transforms import ClassificationTransform
 from roost.inference.classification import infer_batch, infer_image
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 PHOTO = SHARED / "photos" / "ladybird.jpg"
 SIZE = (56, 56)
 NUM_CLASSES = 10

@@ -108,10 +108,15 @@ def classify(
     ] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Fine-tune or linear-probe on image folders (one sub-folder per class).
+    """Fine-tune or linear-probe on image folders (one sub-folder per class; all --data-path roots are merged).
 
-    Example: roost train classify --init models/rope_vit_reg4_b14_capi_400.pt --data-path data/train
-    --val-path data/val --linear-probe --set mixup_alpha=0.8 --set label_smoothing=0.1
+    Each epoch prints its mean train loss and the validation loss and accuracy.
+
+    \b
+    Examples:
+      roost train classify --init runs/rope_vit_reg4_b14_capi_400.pt --data-path train/ --val-path val/ --linear-probe
+      roost train classify --network rope_vit_reg4_b14 --set mixup_alpha=0.8 --data-path a/ --data-path b/ --epochs 30
+      roost train classify --config run.toml --out-dir runs/cls --resume
     """
     from roost.training.classification import ClassifyConfig, train_classifier
 
@@ -134,8 +139,10 @@ def rotnet(
 ) -> None:
     """Train a 4-way orientation head on a frozen body (e.g. a CAPI encoder file).
 
-    Example: roost train rotnet --network rope_vit_reg4_b14 --init runs/capi/rope_vit_reg4_b14_capi_10.pt
-    --data-path photos/ --val-path held_out/
+    \b
+    Examples:
+      roost train rotnet --network rope_vit_reg4_b14 --init runs/capi/rope_vit_reg4_b14_capi_10.pt --data-path photos/
+      roost train rotnet --init runs/rope_vit_reg4_b14_capi_10.pt --data-path a/ --data-path b/ --val-path held_out/
     """
     from roost.training.rotnet import RotNetConfig, train_rotnet
 
@@ -154,8 +161,10 @@ def capi(
 ) -> None:
     """CAPI self-supervised pretraining; writes the teacher encoder as <network>_capi_<epoch>.pt per epoch.
 
-    Example: roost train capi --network rope_vit_reg4_b14 --data-path images/ --set decoder_layers=8
-    --set decoder_dim=768 --set warmup_epochs=40 --epochs 400
+    \b
+    Examples:
+      roost train capi --network rope_vit_reg4_b14 --set warmup_epochs=40 --data-path images/ --epochs 400
+      roost train capi --network rope_vit_reg4_b14 --data-path images/ --out-dir runs/capi --overwrite
     """
     from roost.training.capi import CapiConfig, train_capi
 

@@ -48,6 +48,7 @@ class Journal:
         """Append one intent and make it durable before the caller changes any file."""
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _drop_torn_tail(self.path)
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held across batches)
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -62,6 +63,22 @@ class Journal:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a torn last line (a kill or power cut mid-append), so that the next record starts a line of its own."""
+    if not path.exists():
+        return
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
+        os.fsync(f.fileno())
 
 
 def read_journal(path: Path) -> Iterator[Record]:

@@ -337,7 +337,7 @@ def read_rows(path: str | os.PathLike[str], schema: pa.Schema, columns: Sequence
 
 
 def _parquet_rows(path: Path, columns: list[str]) -> Iterator[Row]:
-    files = [*_parts(path), *_pendings(path)] if path.is_dir() else [path]
+    files = _parquet_files(path) if path.is_dir() else [path]
     for file in files:
         if file.suffix == ".arrows":
             tables = [pa.Table.from_batches([b]) for b in _stream_batches(file)]
@@ -349,6 +349,14 @@ def _parquet_rows(path: Path, columns: list[str]) -> Iterator[Row]:
                 if raw is not None and "path" in row:
                     row["path"] = os.fsdecode(raw)
                 yield {c: row.get(c) for c in columns}
+
+
+def _parquet_files(folder: Path) -> list[Path]:
+    """The parts, then the pending streams not yet turned into their part (a writer killed between writing
+    the part and removing its stream leaves both: the part holds the rows)."""
+    parts = _parts(folder)
+    written = {_index(p, _PART) for p in parts}
+    return [*parts, *(p for p in _pendings(folder) if _index(p, _PENDING) not in written)]
 
 
 def _jsonl_rows(path: Path) -> Iterator[Row]:
