@@ -126,7 +126,8 @@ def test_every_command_has_examples_that_parse(command: list[str]) -> None:
     """Each example in --help names only options the command has (parsed with the example's own arguments)."""
     result = runner.invoke(app, [*command, "--help"], terminal_width=200)
     assert result.exit_code == 0 and "Examples" in result.stdout, result.output
-    examples = [line.strip() for line in result.stdout.split("Examples")[1].splitlines() if line.strip().startswith("roost")]
+    lines = result.stdout.split("Examples")[1].splitlines()
+    examples = [line.strip() for line in lines if line.strip().startswith("roost")]
     assert examples, result.stdout
     for example in examples:
         args = shlex.split(example)[1:]

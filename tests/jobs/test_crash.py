@@ -194,6 +194,23 @@ class MidWrite(KillPoint):
         return "MidWrite()"
 
 
+class Never(KillPoint):
+    """Never kills; notes when the run started and when its work did (the report or the journal appeared)."""
+
+    def __init__(self) -> None:
+        self.start = self.work = math.nan
+
+    def arm(self, ws: Workspace) -> Callable[[], bool]:
+        self.start = time.monotonic()
+
+        def ready() -> bool:
+            if math.isnan(self.work) and (ws.journal.exists() or ws.report.exists()):
+                self.work = time.monotonic()
+            return False
+
+        return ready
+
+
 def spawn(ws: Workspace, fix: bool = True) -> tuple[subprocess.Popen[bytes], Any]:
     err = tempfile.TemporaryFile()  # noqa: SIM115 (closed by finish)
     cmd = ws.command(fix)
@@ -215,12 +232,14 @@ def finish(proc: subprocess.Popen[bytes], err: Any, kill: bool) -> int:
 def run_until(ws: Workspace, point: KillPoint | None, fix: bool = True) -> int:
     """Run the case's command, SIGKILLed at ``point`` (None: to the end); its exit status."""
     proc, err = spawn(ws, fix)
-    ready = point.arm(ws) if point is not None else lambda: False
+    ready = (point or Never()).arm(ws)
     deadline = time.monotonic() + TIMEOUT_S
     while proc.poll() is None:
-        if ready() or time.monotonic() > deadline:
-            assert time.monotonic() <= deadline, f"{ws.command(fix)} ran past {TIMEOUT_S} s"
-            return finish(proc, err, kill=True)
+        late = time.monotonic() > deadline
+        if late or ready():
+            rc = finish(proc, err, kill=True)
+            assert not late, f"{ws.command(fix)} ran past {TIMEOUT_S} s"
+            return rc
         time.sleep(POLL_S)
     return finish(proc, err, kill=False)
 
@@ -239,34 +258,26 @@ class Reference:
         return [Grows(clock, rng.uniform(*self.work_s)) for _ in range(count)]
 
 
-_REFERENCES: dict[str, Reference] = {}
-
-
-@pytest.fixture
+@pytest.fixture(scope="module")
 def reference(originals: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[Case], Reference]:
-    """The reference of a case's fix (Parquet report; computed once per module and fix)."""
+    """The reference of a case's fix (with a Parquet report), run once per module and fix."""
+    done: dict[str, Reference] = {}
 
     def get(case: Case) -> Reference:
-        if case.fix not in _REFERENCES:
-            _REFERENCES[case.fix] = _reference(Case(case.fix, "ref.parquet"), originals, tmp_path_factory)
-        return _REFERENCES[case.fix]
+        if case.fix not in done:
+            root = tmp_path_factory.mktemp(f"ref-{case.fix}")
+            done[case.fix] = _reference(Workspace.fresh(root, Case(case.fix, "ref.parquet"), originals))
+        return done[case.fix]
 
     return get
 
 
-def _reference(case: Case, originals: Path, factory: pytest.TempPathFactory) -> Reference:
-    ws = Workspace.fresh(factory.mktemp(f"ref-{case.fix}"), case, originals)
-    start = time.monotonic()
-    proc, err = spawn(ws)
-    first = None
-    while proc.poll() is None:
-        if first is None and (ws.journal.exists() or ws.report.exists()):
-            first = time.monotonic() - start
-        time.sleep(POLL_S)
-    end = time.monotonic() - start
-    assert finish(proc, err, kill=False) == 1  # the bad files' error rows
+def _reference(ws: Workspace) -> Reference:
+    timing = Never()
+    assert run_until(ws, timing) == 1  # the bad files' error rows
+    end = time.monotonic() - timing.start
     out = tree(ws.out) if ws.out.exists() else {}
-    return Reference(tree(ws.inputs), out, ws.current(), (first if first is not None else 0.0, end))
+    return Reference(tree(ws.inputs), out, ws.current(), (timing.work - timing.start, end))
 
 
 # ---------------------------------------------------------------------------------- what a kill may leave
@@ -276,7 +287,7 @@ def check_after_kill(ws: Workspace, ref: Reference, before: Tree) -> None:
     for name, data in before.items():
         assert now[name] in (data, ref.inputs[name]), f"{name} is neither its original nor the reference's result"
         if data != now[name] and ws.case.fix == "inplace":
-            assert now[f"{name}.orig"] == data, f"{name} was changed without its original kept"
+            assert now.get(f"{name}.orig") == data, f"{name} was changed without its original kept"
     for name, data in now.items():
         if name not in before:
             assert name.endswith(".orig") and data == before[name.removesuffix(".orig")], f"unexpected file {name}"

@@ -210,7 +210,6 @@ class ParquetWriter(ReportWriter):
         if parts:
             self._check_columns([c for c in _part_schema(parts[-1]).names if c != PATH_BYTES])
         self._index = _index(parts[-1], _PART) + 1 if parts else 0
-        self._batches: list[pa.RecordBatch] = []
         self._rows = 0
         self._stream: Any = None
         self._sink: Any = None
@@ -225,7 +224,6 @@ class ParquetWriter(ReportWriter):
         self._stream.write_batch(batch)
         self._sink.flush()
         os.fsync(self._sink.fileno())
-        self._batches.append(batch)
         self._rows += batch.num_rows
         if self._rows >= self.part_rows:
             self._flush()
@@ -234,14 +232,22 @@ class ParquetWriter(ReportWriter):
         self._flush()
 
     def _flush(self) -> None:
+        """Turn the pending stream into its part, read back from the disk.
+
+        The batches are not kept in memory until then: each one's small Arrow objects, held for a whole part,
+        would each pin a fresh stretch of the C heap between the model's large temporary tensors, and the
+        process would grow by megabytes a batch (BENCHMARKS.md, memory of embed).
+        """
         if self._stream is None:
             return
         self._stream.close()
         self._sink.close()
-        _write_part(self.path, self._index, pa.Table.from_batches(self._batches, self.file_schema))
-        (self.path / f".pending-{self._index:05d}.arrows").unlink()
+        pending = self.path / f".pending-{self._index:05d}.arrows"
+        with open(pending, "rb") as f, pa.ipc.open_stream(f) as reader:
+            _write_part(self.path, self._index, reader.read_all())
+        pending.unlink()
         self._index += 1
-        self._batches, self._rows, self._stream, self._sink = [], 0, None, None
+        self._rows, self._stream, self._sink = 0, None, None
 
     def _recover(self, pending: Path) -> None:
         index = _index(pending, _PENDING)
