@@ -124,6 +124,7 @@ def main() -> None:
             for folders in inputs:
                 with tempfile.TemporaryDirectory(dir=tmp) as out:
                     results.append(run_embed(folders, Path(out), args, npy))
+                console.print(f"{label}: {results[-1].images:,} images in {results[-1].seconds:.0f} s", style="dim")
             title = f"{label}, batch {args.batch}, workers {args.workers} ({cpu_model()})"
             console.print(table(results, title))
 

@@ -95,7 +95,8 @@ def test_orient_report_fix_copy_and_resume(photos: Path, tmp_path: Path) -> None
     assert any(r["rotation"] != "0" for r in good), "the fixture model should call some image rotated"
 
     # Resume: a second run finds every input finished and adds nothing.
-    cli("orient", str(photos), "-r", "-m", str(ROTNET), "--report", str(report), code=0)
+    # Exit status 1 still: the bad files' rows from the first run have errors.
+    cli("orient", str(photos), "-r", "-m", str(ROTNET), "--report", str(report), code=1)
     assert len(read_csv(report)) == len(rows)
 
 

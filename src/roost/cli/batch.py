@@ -106,7 +106,7 @@ def batch_command(fn: Callable[..., None]) -> Callable[..., None]:
 
 def _finish(summary: Summary) -> None:
     STDERR.print(summary.line())
-    if summary.errors:
+    if summary.errors or summary.earlier_errors:  # the report holds error rows, whichever run wrote them
         raise typer.Exit(EXIT_INPUT_ERRORS)
 
 

@@ -150,13 +150,15 @@ class Summary:
     done_before: int = 0
     processed: int = 0
     errors: int = 0
+    earlier_errors: int = 0  # inputs done before whose row has an error (not retried)
     counts: dict[str, int] = field(default_factory=dict)  # job-specific (orient: rotated, fixed)
     report: str | None = None
 
     def line(self) -> str:
         extra = "".join(f", {n} {name}" for name, n in self.counts.items())
         where = f"; report: {self.report}" if self.report else ""
-        counts = f"{self.processed} processed{extra}, {self.errors} errors, {self.done_before} done before"
+        earlier = f" (+{self.earlier_errors} from earlier runs)" if self.earlier_errors else ""
+        counts = f"{self.processed} processed{extra}, {self.errors} errors{earlier}, {self.done_before} done before"
         return f"{self.job}: {counts}{where}"
 
 

@@ -69,6 +69,8 @@ def run(
         state |= {row["path"]: row for row in recovered}
         todo, effects = _split(job, items, state)
         summary.done_before = len(items) - len(todo) - len(effects)
+        pending = {i.key for i in todo} | {i.key for i, _ in effects}
+        summary.earlier_errors = sum(1 for i in items if i.key not in pending and (state[i.key].get("error")))
         on_event(Started(job.name, len(items), summary.done_before))
         problems = [i for i in todo if i.problem is not None]
         for batch in _chunks(problems, chunk):
