@@ -134,6 +134,17 @@ def test_inplace_fixes_each_file_once(tmp_path: Path) -> None:
     assert upright.shape == np.rot90(original, k=-rotation // 90).shape
 
 
+def test_a_link_named_as_input_stays_a_link_to_the_fixed_file(tmp_path: Path) -> None:
+    photos = make_photos(tmp_path / "in")
+    (tmp_path / "links").mkdir()
+    link = tmp_path / "links" / "dune.jpg"
+    link.symlink_to(photos[1])
+    orient(link, report=tmp_path / "r.csv", fix="inplace")
+    assert link.is_symlink() and link.resolve() == photos[1]
+    assert (tmp_path / "in" / "dune.jpg.orig").exists() and not (tmp_path / "links" / "dune.jpg.orig").exists()
+    assert current(tmp_path / "r.csv")[str(link)]["output"] == str(tmp_path / "in" / "dune.jpg.orig")
+
+
 # ---------------------------------------------------------------------------------- copies
 def test_copies_keep_the_layout_and_never_collide(tmp_path: Path) -> None:
     make_photos(tmp_path / "a")

@@ -187,7 +187,7 @@ class OrientJob(Job):
         data = src.read_bytes()
         done = set((row.get("fix") or "").split("+")) - {""}
         rotation = 0 if done & IN_FILE or not self._actionable(row) else int(row["rotation"])
-        target = src
+        target = Path(os.path.realpath(src))  # a fix in the file itself: a symbolic link stays a link to it
         if self.fix is Fix.COPY:
             target = self._copy_target(src)
             new, action = (data, ACTION_COPIED) if rotation == 0 else upright_bytes(data, rotation)
@@ -202,7 +202,7 @@ class OrientJob(Job):
         final["output"] = str(target) if self.fix is Fix.COPY else None
         self._sweep(target.parent, Path(os.path.realpath(src)).parent)
         if self.fix is Fix.INPLACE and self.backup_suffix is not None:  # before the change, never overwritten
-            final["output"] = str(write_backup(src, data, self.backup_suffix))
+            final["output"] = str(write_backup(target, data, self.backup_suffix))
         if self.journal is not None:
             self.journal.intent({"mode": str(self.fix), "source": sha256(data), "target": str(target),
                                  "before": before, "after": sha256(new), "row": final})  # fmt: skip
