@@ -34,7 +34,9 @@ class Batch:
 class ImageFiles(Dataset):
     """(index, tensor or None, error or None) for each path: decode, then transform."""
 
-    def __init__(self, paths: Sequence[Path], transform: Callable, *, draft: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, paths: Sequence[str | Path | bytes], transform: Callable, *, draft: tuple[int, int] | None = None
+    ) -> None:
         self.paths = list(paths)
         self.transform = transform
         self.draft = draft
@@ -57,7 +59,7 @@ def collate(items: list[tuple[int, Tensor | None, str | None]]) -> Batch:
 
 
 def iter_batches(
-    paths: Sequence[Path],
+    paths: Sequence[str | Path | bytes],
     transform: Callable,
     *,
     batch_size: int = 16,
