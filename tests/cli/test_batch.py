@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(not ROTNET.exists(), reason="shared fixtures not
 
 def cli(*args: str, code: int = 1) -> None:
     """Run a batch command; ``code`` 1 is expected where the inputs include the bad files."""
-    result = runner.invoke(app, [*args, "--quiet", "--workers", "0"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, [*args, "--quiet", "--workers", "0", "--dtype", "fp32"], env={"COLUMNS": "200"})
     assert result.exit_code == code, result.output + repr(result.exception)
 
 

@@ -8,6 +8,7 @@ any job; ``engine.py`` holds the loop they share.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,9 +28,21 @@ Output = Literal["probs", "embedding"]
 
 
 class Dtype(StrEnum):
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
+    """The precision a model runs in (``model.py`` implements each)."""
+
+    FP32 = "fp32"  # exact
+    BF16 = "bf16"  # float32 weights, bfloat16 autocast
+    FP16 = "fp16"  # float32 weights, float16 autocast
+    BF16_HELD = "bf16-held"  # weights and activations in bfloat16; the head (final norm, pool, classifier) in fp32
+    AUTO = "auto"  # picked for the device by ``model.resolve_dtype``
+
+
+class Compile(StrEnum):
+    """Whether the model's embedding runs under ``torch.compile``; auto: where the run repays compiling."""
+
+    OFF = "off"
+    ON = "on"
+    AUTO = "auto"
 
 
 class Backend(StrEnum):
@@ -38,16 +51,22 @@ class Backend(StrEnum):
     ORT_INT8 = "ort-int8"
 
 
+def default_workers() -> int:
+    """Decoding processes for this machine: one core left to the model, at most 4, at least 1."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus - 1, 4))
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How a job runs: batching, decoding workers, device, precision, JPEG draft decoding, model backend."""
 
     batch_size: int = 16
-    workers: int = 2
+    workers: int = field(default_factory=default_workers)  # sized from this machine
     device: str | None = None  # None: CUDA when available, else CPU
     dtype: Dtype = Dtype.FP32
     draft: bool = True
-    compile: bool = False
+    compile: Compile = Compile.OFF  # True and False are taken for on and off
     recursive: bool = False
     backend: Backend = Backend.TORCH
     network: str | None = None  # for checkpoint files that do not record their network
@@ -56,10 +75,13 @@ class RunOptions:
         _at_least("batch_size", self.batch_size, 1)
         _at_least("workers", self.workers, 0)
         object.__setattr__(self, "dtype", _member(Dtype, "dtype", self.dtype))
+        if isinstance(self.compile, bool):
+            object.__setattr__(self, "compile", Compile.ON if self.compile else Compile.OFF)
+        object.__setattr__(self, "compile", _member(Compile, "compile", self.compile))
         object.__setattr__(self, "backend", _member(Backend, "backend", self.backend))
-        if self.backend is not Backend.TORCH and self.dtype is not Dtype.FP32:
+        if self.backend is not Backend.TORCH and self.dtype not in (Dtype.FP32, Dtype.AUTO):
             raise JobOptionError(f"backend {self.backend.value!r} runs in fp32; leave dtype at fp32")
-        if self.backend is not Backend.TORCH and self.compile:
+        if self.backend is not Backend.TORCH and self.compile is Compile.ON:
             raise JobOptionError(f"compile applies to the torch backend, not {self.backend.value!r}")
         self.torch_device()  # validates
 

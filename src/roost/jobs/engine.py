@@ -38,7 +38,7 @@ def local_source(model: JobModel, job: Job) -> Source:
             draft=model.draft, pin_memory=o.torch_device().type == "cuda",
         )  # fmt: skip
         start = 0
-        for batch, array in model.run(batches, job.output):
+        for batch, array in model.run(batches, job.output, total=len(items)):
             count = len(batch.ok) + len(batch.errors)
             outputs = {i - start: array[k] for k, i in enumerate(batch.ok)} if array is not None else {}
             errors = {i - start: e for i, e in batch.errors.items()}
