@@ -68,9 +68,11 @@ def main() -> None:
         variants = {
             "fp32 eager": net,
             "int8 eager (torch.ao dynamic)": quantize_linear_int8(net),
-            "ORT fp32": OrtBackend.from_network(net, (args.size, args.size), folder=Path(tmp) / "fp32"),
+            "ORT fp32": OrtBackend.from_network(
+                net, (args.size, args.size), quantize=False, cache_dir=Path(tmp), key="fp32"
+            ),
             "ORT int8 (dynamic, per-channel)": OrtBackend.from_network(
-                net, (args.size, args.size), quantize=True, folder=Path(tmp) / "int8"
+                net, (args.size, args.size), quantize=True, cache_dir=Path(tmp), key="int8"
             ),
         }
         table = Table("variant", "img/s", "speed-up", "top-1 agreement", "max |dlogit|")

@@ -43,8 +43,8 @@ DTYPE_HELP = (
     "AMX-BF16 or AVX512-BF16; else fp32. Or: fp32 (exact), bf16/fp16 (autocast), bf16-held."
 )
 COMPILE_HELP = (
-    "torch.compile the model's embedding (default: only where compiling repays its ~20 s to a minute: "
-    "runs of 2000+ images on CPU, 20000+ on CUDA)."
+    "torch.compile the model's embedding (default: on CUDA for runs of 20000+ images; off on CPU, where it "
+    "did not pay in our benchmark)."
 )
 RUN_OPTIONS = [
     _option("recursive", False, bool, "--recursive", "-r", help="Descend into sub-folders."),

@@ -37,15 +37,14 @@ _AUTOCAST = {Dtype.BF16: torch.bfloat16, Dtype.FP16: torch.float16}
 _EXPORTED = {".pt2": "a torch.export program", ".pts": "a TorchScript program", ".onnx": "an ONNX graph"}
 _HEAD = ("norm", "attn_pool", "embedding_norm", "classifier")  # after the encoder, in order: float32 when held
 
-COMPILE_MIN_IMAGES: dict[str, int] = {"cpu": 2000, "cuda": 20000}
+COMPILE_MIN_IMAGES: dict[str, int] = {"cuda": 20000}
 """Images a run must have before ``compile=auto`` compiles, by device type; a type not listed never does.
 
-CPU, measured on a 2-core AVX512-BF16 EPYC, so150m at 252 px, bf16-held, batch 4: compiling costs ~18 s
-with a cold inductor cache (~4 s warm) and gains 10-16% (3.8-4.7 -> 4.5-5.2 img/s, ~20-34 ms per image:
-inductor fuses the elementwise ~15% of the time; matrix products and attention, ~85%, are unchanged), so
-it pays from ~500-900 images cold; 2000 leaves a margin for the noise. CUDA is an estimate, not measured:
-a cold compile takes about a minute and at hundreds of images a second a 20-30% gain saves well under a
-millisecond per image (and decoding is often the bottleneck there), so it pays only on large runs."""
+CPU is not listed: on a 2-core AVX512-BF16 EPYC, bf16-held, the benchmark (BENCHMARKS.md, one run each)
+measured compiled against eager at +9% (so150m @ 252), -8% (b14 @ 224) and 0% (PE @ 512), for 14-19 s of
+cold compile; inductor fuses only the element-wise share (~15%), and matrix products and attention run
+the same oneDNN kernels either way. ``--compile`` still turns it on. CUDA is an estimate, not measured: a
+cold compile takes about a minute and saves well under a millisecond per image, so it pays on large runs."""
 
 
 @dataclass
