@@ -52,15 +52,16 @@ EMBED_SCHEMA_ANY = embed_schema(None)
 def write_npy(report: str | os.PathLike[str], output: str | os.PathLike[str], dim: int) -> int:
     """Write a report's embeddings as an (N, dim) float32 ``.npy`` plus ``<stem>.index.csv`` (path, row, error).
 
-    Streams the report twice (memory flat in N, apart from one index entry per image); the current row of
-    each key counts; both files are written atomically. Returns N.
+    Reads the report's keys and errors once (one index entry per image is kept) and streams its vectors
+    once; the current row of each key counts; both files are written atomically. Returns N.
     """
     output = Path(output)
     schema = embed_schema(dim)
-    last = {row["path"]: i for i, row in enumerate(read_rows(report, schema, ["path", "error"]))}
+    keys = list(read_rows(report, schema, ["path", "error"]))
+    last = {row["path"]: i for i, row in enumerate(keys)}
     index: list[tuple[str, int | None, str | None]] = []
     wanted: set[int] = set()
-    for i, row in enumerate(read_rows(report, schema, ["path", "error"])):
+    for i, row in enumerate(keys):
         if last[row["path"]] == i:
             ok = row["error"] is None
             index.append((row["path"], len(wanted) if ok else None, row["error"]))

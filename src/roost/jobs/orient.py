@@ -139,9 +139,8 @@ class OrientJob(Job):
             return []
         rows: dict[str, Row] = {}
         for record in self.journal.records:
-            key, mode = record["row"]["path"], record["mode"]
-            done = state.get(key, {}).get("fix") or ""
-            if mode not in done.split("+") and _happened(record):
+            key = record["row"]["path"]
+            if record["mode"] not in _applied(state.get(key, {})) and _happened(record):
                 rows[key] = record["row"]
         self.journal.records = []
         return list(rows.values())
@@ -165,7 +164,7 @@ class OrientJob(Job):
         """Whether the requested fix should now be applied to the file of this row."""
         if self.fix is None or row.get("rotation") is None:
             return False
-        done = set((row.get("fix") or "").split("+")) - {""}
+        done = _applied(row)
         if self.fix.value in done or (self.fix.value in IN_FILE and done & IN_FILE):
             return False
         return self.fix is Fix.COPY or (row["rotation"] != 0 and self._actionable(row))
@@ -185,7 +184,7 @@ class OrientJob(Job):
     def _change(self, row: Row) -> None:
         src = Path(row["path"])
         data = src.read_bytes()
-        done = set((row.get("fix") or "").split("+")) - {""}
+        done = _applied(row)
         rotation = 0 if done & IN_FILE or not self._actionable(row) else int(row["rotation"])
         target = Path(os.path.realpath(src))  # a fix in the file itself: a symbolic link stays a link to it
         if self.fix is Fix.COPY:
@@ -195,8 +194,9 @@ class OrientJob(Job):
             new, action = exif_bytes(data, rotation), ACTION_EXIF
         else:
             new, action = upright_bytes(data, rotation)
-        before = file_sha256(target) if self.fix is Fix.COPY else sha256(data)
-        if self.fix is Fix.COPY and before not in (None, sha256(new)) and not self._wrote(target, before):
+        source, after = sha256(data), sha256(new)
+        before = file_sha256(target) if self.fix is Fix.COPY else source
+        if self.fix is Fix.COPY and before not in (None, after) and not self._wrote(target, before):
             raise FixError(f"{target} exists and was not written by roost; it is not overwritten")
         final = row | {"action": action, "fix": "+".join(sorted(done | {str(self.fix)})), "error": None}
         final["output"] = str(target) if self.fix is Fix.COPY else None
@@ -204,8 +204,8 @@ class OrientJob(Job):
         if self.fix is Fix.INPLACE and self.backup_suffix is not None:  # before the change, never overwritten
             final["output"] = str(write_backup(target, data, self.backup_suffix))
         if self.journal is not None:
-            self.journal.intent({"mode": str(self.fix), "source": sha256(data), "target": str(target),
-                                 "before": before, "after": sha256(new), "row": final})  # fmt: skip
+            self.journal.intent({"mode": str(self.fix), "source": source, "target": str(target),
+                                 "before": before, "after": after, "row": final})  # fmt: skip
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, new, mode_from=src)
         row.update(final)
@@ -227,6 +227,11 @@ class OrientJob(Job):
 
     def _wrote(self, target: Path, sha: str | None) -> bool:
         return self.journal is not None and self.journal.wrote(str(target), sha)
+
+
+def _applied(row: Row) -> set[str]:
+    """The fixes a row says were applied (its ``fix`` column: modes joined by ``+``)."""
+    return {mode for mode in str(row.get("fix") or "").split("+") if mode}
 
 
 def _happened(record: dict[str, Any]) -> bool:
