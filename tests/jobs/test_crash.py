@@ -1,10 +1,10 @@
 """Real SIGKILLs of ``python -m roost orient``: a kill at any moment loses at most the batch in flight, never
 an original, never applies a fix twice, and the resumed run ends where an uninterrupted one does.
 
-Each case runs the same command on a fresh copy of small real photos, kills it at chosen moments (as soon as
-the fix journal or the report grows, a backup or copy appears, an atomic write is half done, or after a
-random delay drawn from the measured run time), checks what a kill may leave, and resumes until the command
-finishes. The end state (file bytes, backups, copies, the current report rows) must equal the reference:
+Each case runs the same command on a fresh copy of small real photos, kills it at chosen moments (as soon
+as the fix journal or the report grows, a backup or copy appears, just before or after an atomic write's
+rename, or after a random delay drawn from the measured run time), checks what a kill may leave, and
+resumes until the command finishes. The end state (file bytes, backups, copies, the current report rows) must equal the reference:
 the same command run once, uninterrupted. ``slow`` marks the exhaustive variant (kills after every step).
 """
 
@@ -41,6 +41,22 @@ ANGLES = (0, 90, 180, 270)
 BAD = {"empty.jpg": b"", "notes.png": b"not an image\n"}
 ENV = os.environ | {"OMP_NUM_THREADS": "1"}  # lighter on a shared machine; the reference runs the same way
 TIMEOUT_S = 120.0
+KILL_AT = "ROOST_TEST_KILL_AT"  # "N:before" or "N:after": the run SIGKILLs itself at its N-th os.replace
+BOOT = f"""
+import os, runpy, signal, sys
+n, when = os.environ.get({KILL_AT!r}, "0:before").split(":")
+calls, replace = [0], os.replace
+def killing_replace(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == int(n) and when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(*args, **kwargs)
+    if calls[0] == int(n):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = killing_replace
+sys.argv[0] = "roost"
+runpy.run_module("roost", run_name="__main__", alter_sys=True)
+"""  # python -m roost, able to kill itself at an exact step
 POLL_S = 0.001
 ATOL = 1e-5
 pytestmark = pytest.mark.skipif(not ROTNET.exists(), reason="shared fixtures not present")
@@ -111,7 +127,7 @@ class Workspace:
         return self.root / "out"
 
     def command(self, fix: bool = True) -> list[str]:
-        cmd = [sys.executable, "-m", "roost", "orient", str(self.inputs), "--model", str(ROTNET)]
+        cmd = [sys.executable, "-c", BOOT, "orient", str(self.inputs), "--model", str(ROTNET)]
         cmd += ["--report", str(self.report), "--threshold", "0", "--batch-size", "2", "--workers", "0", "-q"]
         if fix:
             cmd += ["--fix", self.case.fix]
@@ -149,19 +165,13 @@ def report_rows(ws: Workspace) -> float:
 
 
 def written_files(ws: Workspace) -> float:
-    """Backups (``--fix inplace``) or copies (``--fix copy``) present."""
-    if ws.case.fix == "copy":
-        return len(tree(ws.out)) if ws.out.exists() else 0
-    return sum(1 for p in ws.inputs.iterdir() if ".orig" in p.name)
+    """Backups (``--fix inplace``) or copies (``--fix copy``) in place (temporaries come and go: not counted)."""
+    folder, pattern = (ws.out, "**/*") if ws.case.fix == "copy" else (ws.inputs, "*.orig*")
+    return sum(1 for p in folder.glob(pattern) if p.is_file() and not p.name.endswith(TEMP_SUFFIX))
 
 
 def clock(ws: Workspace) -> float:
     return time.monotonic()
-
-
-def temps(ws: Workspace) -> set[Path]:
-    """The temporaries of atomic writes anywhere in the workspace (a write half done, or a killed one's)."""
-    return {p for p in ws.root.rglob("*") if p.name.endswith(TEMP_SUFFIX)}
 
 
 class KillPoint:
@@ -169,6 +179,10 @@ class KillPoint:
 
     def arm(self, ws: Workspace) -> Callable[[], bool]:
         raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        """Environment the run starts with (how a run is told to kill itself at an exact step)."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -183,15 +197,20 @@ class Grows(KillPoint):
         return lambda: self.probe(ws) >= target
 
 
-class MidWrite(KillPoint):
-    """While an atomic write is half done: a temporary that was not there at the start exists."""
+@dataclass(frozen=True)
+class AtReplace(KillPoint):
+    """At the run's ``n``-th ``os.replace``, just ``before`` or after it: an atomic write half done (its
+    temporary written and synced, not yet in place) or just published (its folder not yet synced, its journal
+    entry not yet closed). The run kills itself there, so the moment is exact on any machine."""
+
+    n: int
+    before: bool = True
 
     def arm(self, ws: Workspace) -> Callable[[], bool]:
-        old = temps(ws)
-        return lambda: bool(temps(ws) - old)
+        return lambda: False
 
-    def __repr__(self) -> str:
-        return "MidWrite()"
+    def env(self) -> dict[str, str]:
+        return {KILL_AT: f"{self.n}:{'before' if self.before else 'after'}"}
 
 
 class Never(KillPoint):
@@ -211,10 +230,11 @@ class Never(KillPoint):
         return ready
 
 
-def spawn(ws: Workspace, fix: bool = True) -> tuple[subprocess.Popen[bytes], Any]:
+def spawn(ws: Workspace, fix: bool = True, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], Any]:
     err = tempfile.TemporaryFile()  # noqa: SIM115 (closed by finish)
     cmd = ws.command(fix)
-    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True), err
+    env = ENV | (env or {})
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True), err
 
 
 def finish(proc: subprocess.Popen[bytes], err: Any, kill: bool) -> int:
@@ -231,8 +251,9 @@ def finish(proc: subprocess.Popen[bytes], err: Any, kill: bool) -> int:
 
 def run_until(ws: Workspace, point: KillPoint | None, fix: bool = True) -> int:
     """Run the case's command, SIGKILLed at ``point`` (None: to the end); its exit status."""
-    proc, err = spawn(ws, fix)
-    ready = (point or Never()).arm(ws)
+    point = point or Never()
+    proc, err = spawn(ws, fix, point.env())
+    ready = point.arm(ws)
     deadline = time.monotonic() + TIMEOUT_S
     while proc.poll() is None:
         late = time.monotonic() > deadline
@@ -342,7 +363,8 @@ def test_killed_and_resumed_equals_uninterrupted(
 ) -> None:
     ref = reference(case)
     ws = Workspace.fresh(tmp_path, case, originals)
-    assert crash_and_resume(ws, ref, [Grows(journal_lines, 2), Grows(report_rows, 4)]) == 2
+    points = [AtReplace(1), Grows(journal_lines, 1), AtReplace(1, before=False), Grows(report_rows, 4)]
+    assert crash_and_resume(ws, ref, points) == len(points)
 
 
 def exhaustive_points(case: Case) -> list[list[KillPoint]]:
@@ -351,7 +373,8 @@ def exhaustive_points(case: Case) -> list[list[KillPoint]]:
     chains: list[list[KillPoint]] = [[Grows(journal_lines, 1)] * PHOTOS, [Grows(report_rows, 1)] * (inputs // 2)]
     if case.fix != "exif":
         chains.append([Grows(written_files, 1)] * PHOTOS)
-    chains.append([MidWrite()] * 6)
+    chains.append([AtReplace(n) for n in (1, 1, 2, 3)])
+    chains.append([AtReplace(n, before=False) for n in (1, 2, 1)])
     return chains
 
 
