@@ -47,6 +47,20 @@ def test_reference_fixture_exact(case: dict, expected: dict[str, torch.Tensor]) 
 
 
 @needs_shared
+@pytest.mark.parametrize("rgb", ["birder", "centered"])
+def test_pixels_then_finish_is_the_transform_bit_for_bit_one_image_or_a_batch(rgb: str) -> None:
+    """The batch jobs decode to uint8 in workers and normalise whole batches where the model runs."""
+    transform = classification_transform(252, get_rgb_stats(rgb))
+    photos = [_photo(p.name) for p in sorted(PHOTOS.glob("*.jpg"))[:4]]
+    pixels = [transform.pixels(img) for img in photos]
+    assert all(p.dtype == torch.uint8 and p.shape == (3, 252, 252) for p in pixels)
+    whole = torch.stack([transform(img) for img in photos])
+    assert torch.equal(transform.finish(torch.stack(pixels)), whole)
+    assert torch.equal(transform.finish(pixels[0]), whole[0])
+    assert whole.std() > 0.1  # real, distinct images
+
+
+@needs_shared
 def test_presets_match_reference() -> None:
     presets = json.loads((FIXTURES / "cases.json").read_text())["rgb_presets"]
     assert set(presets) == set(RGB_PRESETS)

@@ -336,3 +336,16 @@ def test_a_real_compile_matches_eager_and_caches_under_roost_home(
     assert not [note for note in notes if "failed" in note]
     np.testing.assert_allclose(got, outputs(load(ROTNET, batch_size=4), images), atol=1e-4)
     assert any((tmp_path / "inductor").rglob("*.py"))  # inductor wrote its code under ROOST_HOME
+
+
+# ---------------------------------------------------------------------------------- uint8 until the model
+@pytest.mark.parametrize("dtype", ["fp32", "bf16-held"])
+def test_uint8_batches_are_normalised_where_the_model_runs_with_the_same_result(dtype: str) -> None:
+    """Workers ship uint8 pixels (a quarter of the bytes); the model's outputs are those of float inputs."""
+    model = load(ROTNET, dtype=dtype)
+    images = rotated_photos()[:8]
+    pixels = torch.stack([model.transform.pixels(image) for image in images])
+    assert pixels.dtype == torch.uint8
+    ((_, from_pixels),) = model.run([Batch(list(range(8)), pixels, {})], "probs")
+    assert from_pixels is not None
+    np.testing.assert_array_equal(from_pixels, outputs(model, images))

@@ -228,16 +228,33 @@ class Normalize:
 
 
 class ClassificationTransform:
-    """A fixed chain of steps; call it with a PIL image or a uint8 (C, H, W) tensor to get float32 (3, H, W)."""
+    """A fixed chain of steps; call it with a PIL image or a uint8 (C, H, W) tensor to get float32 (3, H, W).
+
+    The chain splits where the pixels stop being uint8: :meth:`pixels` (resize, crop, to a uint8 tensor)
+    and :meth:`finish` (scale and normalise, on one image or a batch). ``finish(pixels(img))`` is
+    ``transform(img)`` bit for bit; the batch jobs decode with ``pixels`` in worker processes and ship a
+    quarter of the bytes, finishing the whole batch at once where the model runs.
+    """
 
     def __init__(self, steps: Sequence[Callable[..., ImageLike]]) -> None:
         self.steps = tuple(steps)
+        self._split = next((i for i, s in enumerate(self.steps) if isinstance(s, ToDtype)), len(self.steps))
 
     def __call__(self, img: ImageLike) -> torch.Tensor:
+        return self.finish(self.pixels(img))
+
+    def pixels(self, img: ImageLike) -> torch.Tensor:
+        """The steps up to the uint8 (3, H, W) tensor (the whole chain when it has no ``ToDtype``)."""
         x = _prepare(img)
-        for step in self.steps:
+        for step in self.steps[: self._split]:
             x = step(x)
         assert isinstance(x, torch.Tensor)
+        return x
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """The remaining steps, on a (3, H, W) tensor or a (N, 3, H, W) batch of them."""
+        for step in self.steps[self._split :]:
+            x = step(x)  # type: ignore[assignment]  # the steps after ToDtype map tensors to tensors
         return x
 
     def __repr__(self) -> str:

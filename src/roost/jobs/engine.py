@@ -34,7 +34,7 @@ def local_source(model: JobModel, job: Job) -> Source:
     def source(items: list[Item]) -> Iterator[Computed]:
         o = model.options
         batches = iter_batches(
-            [item.key for item in items], model.transform, batch_size=o.batch_size, workers=o.workers,
+            [item.key for item in items], model.transform.pixels, batch_size=o.batch_size, workers=o.workers,
             draft=model.draft, pin_memory=o.torch_device().type == "cuda",
         )  # fmt: skip
         start = 0

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from roost.data.datasets import Batch
-from roost.data.transforms import classification_transform
+from roost.data.transforms import ClassificationTransform, classification_transform
 from roost.errors import JobModelError
 from roost.jobs.base import Backend, Compile, Downloading, Dtype, ModelFacts, Note, OnEvent, Output, RunOptions, ignore
 from roost.models.rope_vit import RoPEViT
@@ -53,7 +53,7 @@ class JobModel:
 
     net: nn.Module
     facts: ModelFacts
-    transform: Callable
+    transform: ClassificationTransform  # decoding workers run .pixels; run() the rest
     size: tuple[int, int]  # (height, width)
     options: RunOptions
     dtype: Dtype = Dtype.FP32  # the precision it runs in (auto resolved)
@@ -99,12 +99,17 @@ class JobModel:
             if batch.images is None:
                 yield batch, None
                 continue
-            x = batch.images.to(device, torch.bfloat16 if held else None, non_blocking=True)
+            x = self._finish(batch.images.to(device, non_blocking=True))
+            x = x.to(torch.bfloat16) if held else x
             with torch.inference_mode(), torch.autocast(device.type, autocast, enabled=autocast is not None):
                 result = embedding(x)
                 if output == "probs":
                     result = self.net.classify(result).float().softmax(dim=1)  # type: ignore[operator]
             yield batch, result.float().cpu().numpy()
+
+    def _finish(self, x: Tensor) -> Tensor:
+        """The rest of the transform (scale, normalise) on a batch, where the model runs; float32 passes."""
+        return self.transform.finish(x) if x.dtype == torch.uint8 else x
 
     def _embedding(self, device: torch.device, total: int | None) -> Callable[[Tensor], Tensor]:
         """The embedding function of this run: compiled (once per model) or eager."""

@@ -82,11 +82,11 @@ class Decoder:
 
 
 def decode_batch(batch: dict[str, np.ndarray], *, decoder: Decoder) -> dict[str, np.ndarray]:
-    """Decode and transform one batch (CPU task): key, image (n, 3, H, W) float32, error ('' when ok)."""
+    """Decode one batch (CPU task): key, image (n, 3, H, W) uint8 (normalised by the actor), error ('' when ok)."""
     keys = [str(k) for k in batch["key"]]
     sources: list[Any] = [_read(k) for k in keys]
-    decoded = collate([ImageFiles(sources, decoder.transform, draft=decoder.draft)[i] for i in range(len(keys))])
-    images = np.zeros((len(keys), 3, *decoder.size), np.float32)
+    decoded = collate([ImageFiles(sources, decoder.transform.pixels, draft=decoder.draft)[i] for i in range(len(keys))])
+    images = np.zeros((len(keys), 3, *decoder.size), np.uint8)
     if decoded.images is not None:
         images[decoded.ok] = decoded.images.numpy()
     errors = np.array([decoded.errors.get(i, "") for i in range(len(keys))], dtype=object)
