@@ -285,6 +285,15 @@ def test_workers_sized_from_the_machine(monkeypatch: pytest.MonkeyPatch, cpus: i
     assert RunOptions(workers=0).workers == 0
 
 
+@pytest.mark.parametrize(("cpus", "workers"), [(2, 1), (8, 7), (64, 16)])
+def test_a_gpu_gets_more_decoders(monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int) -> None:
+    monkeypatch.setattr(base_module.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert default_workers(torch.device("cuda")) == workers
+    assert default_workers(torch.device("cpu")) == min(max(cpus - 1, 1), 4)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_workers() == workers  # no device named: CUDA when available
+
+
 # ---------------------------------------------------------------------------------- the command line
 def test_cli_says_which_precision_it_picked(tmp_path: Path) -> None:
     folder = tmp_path / "in"

@@ -51,10 +51,16 @@ class Backend(StrEnum):
     ORT_INT8 = "ort-int8"
 
 
-def default_workers() -> int:
-    """Decoding processes for this machine: one core left to the model, at most 4, at least 1."""
+def default_workers(device: torch.device | None = None) -> int:
+    """Decoding processes for this machine and device (None: CUDA when available, else CPU), at least 1.
+
+    On CPU the model needs the cores: one is left to it, and at most 4 decode. On a GPU the model outruns
+    any one decoder (a camera JPEG takes a core about 0.3 s, a batch of them the GPU milliseconds), so
+    every core but one decodes, at most 16.
+    """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cpus - 1, 4))
+    most = 16 if (device or check_device(None)).type == "cuda" else 4
+    return max(1, min(cpus - 1, most))
 
 
 @dataclass(frozen=True)
