@@ -50,7 +50,7 @@ def test_a_folder_expands_to_its_images_sorted(root: Path) -> None:
     touch(*(root / n for n in ["b.png", "a.jpg", "C.JPEG", "notes.txt", "d.webp", "e.tiff", "raw.cr2"]))
     touch(root / "sub" / "x.jpg")
     items = expand([root])
-    assert keys(items) == [str(root / n) for n in ["C.JPEG", "a.jpg", "b.png", "d.webp", "e.tiff"]]
+    assert keys(items) == [str(root / n) for n in ["C.JPEG", "a.jpg", "b.png", "d.webp", "e.tiff", "raw.cr2"]]
     assert all(item.root == str(root) and item.problem is None for item in items)
     assert [item.relative() for item in items][:2] == [Path("C.JPEG"), Path("a.jpg")]
 

@@ -22,11 +22,16 @@ from rich.table import Table
 from roost.cli.common import EXIT_INPUT_ERRORS, user_errors
 from roost.cli.progress import STDERR, job_progress
 from roost.errors import JobOptionError
-from roost.jobs.base import Compile, RunOptions, Summary, default_workers
+from roost.jobs.base import Compile, RunOptions, Summary, check_device, default_workers
 from roost.jobs.orient import ROTNET
 
 Paths = Annotated[list[str], typer.Argument(help="Image files and folders (--engine ray: also s3://, gs:// URIs).")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Published weights name or a .pt/.safetensors file.")]
+SidecarOpt = Annotated[
+    str,
+    typer.Option("--sidecar", help="XMP sidecar name: append (photo.jpg.xmp: darktable, digiKam) or replace "
+                 "(photo.xmp: Lightroom)."),
+]  # fmt: skip
 ReportOpt = Annotated[
     Path | None, typer.Option("--report", help="Report file: .csv, .jsonl or .parquet; an existing one resumes.")
 ]
@@ -37,7 +42,10 @@ def _option(name: str, default: Any, kind: Any, *flags: str, help: str) -> inspe
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-WORKERS_HELP = "Decoding processes (default: CPU cores - 1, at most 4, at least 1; 0: decode in this process)."
+WORKERS_HELP = (
+    "Decoding processes (default: CPU cores - 1, at least 1, at most 4 when the model runs on the CPU and 16 "
+    "on a GPU; 0: decode in this process)."
+)
 DTYPE_HELP = (
     "auto (default): bf16 autocast on CUDA; bf16-held (weights in bfloat16, head in float32) on CPUs with "
     "AMX-BF16 or AVX512-BF16; else fp32. Or: fp32 (exact), bf16/fp16 (autocast), bf16-held."
@@ -52,7 +60,7 @@ RUN_OPTIONS = [
     _option("workers", None, int | None, "--workers", "-j", help=WORKERS_HELP),
     _option("device", None, str | None, "--device", help="torch device: cpu, cuda, cuda:1 (default: cuda if any)."),
     _option("dtype", "auto", str, "--dtype", help=DTYPE_HELP),
-    _option("no_draft", False, bool, "--no-draft", help="Decode JPEGs at full size (default: DCT-scaled draft)."),
+    _option("no_draft", False, bool, "--no-draft", help="Decode in full (default: JPEGs DCT-scaled, HEIC thumbnails)."),
     _option("compile", None, bool | None, "--compile/--no-compile", help=COMPILE_HELP),
     _option("backend", "torch", str, "--backend", help="torch, ort (ONNX Runtime, CPU) or ort-int8; exports cached."),
     _option("network", None, str | None, "--network", help="Network name, for a checkpoint file that records none."),
@@ -64,7 +72,7 @@ RUN_OPTIONS = [
 ]
 FLAGS = {p.name: "--" + p.name.replace("_", "-") for p in RUN_OPTIONS} | {
     "threshold": "--threshold", "topk": "--topk", "output_dir": "--output", "fix": "--fix",
-    "backup_suffix": "--no-backup", "network=": "--network",
+    "backup_suffix": "--no-backup", "network=": "--network", "sidecar": "--sidecar", "xmp": "--xmp",
 }  # fmt: skip
 
 
@@ -76,7 +84,7 @@ class Run:
 
     def options(self) -> RunOptions:
         v = self.values
-        workers = default_workers() if v["workers"] is None else v["workers"]
+        workers = default_workers(check_device(v["device"])) if v["workers"] is None else v["workers"]
         return RunOptions(
             batch_size=v["batch_size"], workers=workers, device=v["device"], dtype=v["dtype"],
             draft=not v["no_draft"], compile={None: Compile.AUTO, True: Compile.ON, False: Compile.OFF}[v["compile"]],
@@ -171,13 +179,18 @@ def orient(
     report: ReportOpt = None,
     fix: Annotated[
         str | None,
-        typer.Option("--fix", help="exif: set the EXIF tag; copy: write an upright copy of every image to --output; "
-                     "inplace: rewrite rotated files (a .orig backup is kept)."),
+        typer.Option(
+            "--fix",
+            help="exif: set the EXIF tag; copy: write an upright copy of every image to --output; "
+            "inplace: rewrite rotated files (a .orig backup is kept); xmp: write the orientation to "
+            "an XMP sidecar (photo untouched).",
+        ),
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder of the copies (--fix copy).")] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="Fix only at this confidence or above (0-1).")] = 0.5,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what --fix would do; change nothing.")] = False,
     no_backup: Annotated[bool, typer.Option("--no-backup", help="With --fix inplace: keep no backup.")] = False,
+    sidecar: SidecarOpt = "append",
     *,
     run: Run,
 ) -> None:
@@ -193,6 +206,7 @@ def orient(
       roost orient photos/ -r --report orient.csv
       roost orient photos/ -r --report orient.csv --fix copy --output upright/
       roost orient photos/ --report orient.parquet --fix exif --threshold 0.9
+      roost orient phone/ -r --report orient.csv --fix xmp --sidecar replace
     """
     from roost.jobs.orient import orient_files
 
@@ -202,7 +216,7 @@ def orient(
             raise JobOptionError("--fix copy needs --output DIR (the folder the upright copies go to)")
         summary = orient_files(
             paths, model=model, report=report, fix=fix, output_dir=output, threshold=threshold, dry_run=dry_run,
-            backup_suffix=None if no_backup else ".orig", options=run.options(), ray=run.ray(),
+            backup_suffix=None if no_backup else ".orig", sidecar=sidecar, options=run.options(), ray=run.ray(),
             on_event=on_event, on_rows=_collect(shown, report),
         )  # fmt: skip
     if report is None:
@@ -216,6 +230,10 @@ def predict(
     model: ModelOpt,
     report: ReportOpt = None,
     topk: Annotated[int, typer.Option("--topk", "-k", help="Classes per image (>= 1).")] = 5,
+    xmp: Annotated[
+        bool, typer.Option("--xmp", help="Add the top-k labels as keywords (dc:subject) to each photo's XMP sidecar.")
+    ] = False,
+    sidecar: SidecarOpt = "append",
     *,
     run: Run,
 ) -> None:
@@ -225,14 +243,15 @@ def predict(
     Examples:
       roost predict examples/photos -m rope_vit_reg4_b14_capi-places365 --topk 3
       roost predict photos/ -r -m my_model.pt --report scenes.parquet
+      roost predict photos/ -m rope_vit_reg4_b14_capi-places365 --topk 3 --xmp
     """
     from roost.jobs.predict import predict_files
 
     shown: list[dict[str, Any]] = []
     with user_errors(_flags), job_progress(run.quiet) as on_event:
         summary = predict_files(
-            paths, model=model, report=report, topk=topk, options=run.options(), ray=run.ray(), on_event=on_event,
-            on_rows=_collect(shown, report),
+            paths, model=model, report=report, topk=topk, xmp=sidecar if xmp else None, options=run.options(),
+            ray=run.ray(), on_event=on_event, on_rows=_collect(shown, report),
         )  # fmt: skip
     if report is None:
         _print_rows(shown, ["path", "label_1", "prob_1", "error"], "predictions")

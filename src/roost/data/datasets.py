@@ -8,6 +8,7 @@ resize target (BENCHMARKS.md measures the speed-up and the change in the model's
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,39 @@ from torch.utils.data import DataLoader, Dataset
 
 from roost.data.decode import load_image
 from roost.errors import ImageError
+from roost.files.heif import heif_kind
+from roost.files.raw import RAW_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif", ".heic", ".heif", ".hif", ".avif"}
+)
+"""Suffixes of the formats every folder scan lists (training folders too). Camera RAW files are listed by
+the batch jobs' scans only (:func:`is_image_file`): cameras often write a JPEG beside each RAW file, which
+would be the same training sample twice."""
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"GIF87a", b"GIF89a", b"BM")
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a batch job's folder scan lists this file: an image or camera RAW suffix, or no suffix and
+    image content.
+
+    Files without a suffix (what some phone exports and downloads leave) are recognised by their first
+    bytes (JPEG, PNG, WebP, TIFF, GIF, BMP, HEIF, AVIF); a file with another suffix (``.xmp``, ``.txt``,
+    a backup) is never opened. A file listed by suffix whose content is another format decodes as that.
+    """
+    name = os.path.basename(os.fspath(path))
+    suffix = os.path.splitext(name)[1].lower()
+    if suffix:
+        return suffix in IMAGE_SUFFIXES or suffix in RAW_SUFFIXES
+    if not os.path.isfile(path):  # never open a FIFO or device (it could block)
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(32)
+    except OSError:
+        return False
+    riff = head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    return riff or head.startswith(_SIGNATURES) or heif_kind(head) is not None
 
 
 @dataclass

@@ -14,6 +14,12 @@ replacement used by ``infer_image`` and the batch pipeline:
   truncated or corrupt data, or more pixels than ``max_pixels``. Pillow's global state
   (``LOAD_TRUNCATED_IMAGES``, ``MAX_IMAGE_PIXELS``) is never changed; the pixel limit is checked per call
   from the header, before any pixel is decoded. Pillow's own global limit still applies on top of it.
+* HEIC/HEIF goes through pillow-heif, which applies the container's rotation and mirror (``irot``/``imir``)
+  and reads 10/12-bit images as 8-bit; AVIF through Pillow, whose container transform arrives as the EXIF
+  tag (see ``roost.files.heif``). Both are recognised by content, whatever the suffix. With pillow-heif
+  installed, HEIF files with an embedded thumbnail large enough for ``draft`` decode that instead.
+* Camera RAW files (by suffix) decode their embedded preview through rawpy, turned as the camera was held
+  (``roost.files.raw``); without rawpy each is one clear error.
 * A missing file raises ``FileNotFoundError`` as usual.
 """
 
@@ -28,6 +34,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from roost.errors import ImageError
+from roost.files.exif import display
+from roost.files.heif import heif_kind, open_heif
+from roost.files.raw import is_raw_name, read_raw
 
 PathOrBytes = str | os.PathLike[str] | bytes
 
@@ -80,11 +89,13 @@ def _decode(
 ) -> Image.Image:
     if num_bytes == 0:
         raise ImageError(f"{name}: empty file (0 bytes)")
+    if is_raw_name(name):
+        return _decode_raw(fh.read(), name, exif_transpose, max_pixels, draft)
     img = _open(fh, name)
     width, height = img.size
     if max_pixels is not None and width * height > max_pixels:
         raise ImageError(f"{name}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
-    if draft is not None and img.format == "JPEG":
+    if draft is not None and img.format in ("JPEG", "HEIF"):
         _apply_draft(img, draft)
     try:
         img.load()
@@ -95,10 +106,28 @@ def _decode(
     return to_rgb(img, name=name)
 
 
+def _decode_raw(
+    data: bytes, name: str, exif_transpose: bool, max_pixels: int | None, draft: tuple[int, int] | None
+) -> Image.Image:
+    """A camera RAW file's embedded preview, turned as the camera was held (``exif_transpose``)."""
+    preview, orientation = read_raw(data, name)
+    if isinstance(preview, bytes):
+        if orientation in _SWAPPED_ORIENTATIONS and draft is not None:
+            draft = (draft[1], draft[0])
+        preview = _decode(io.BytesIO(preview), f"{name} (embedded preview)", len(preview), False, max_pixels, draft)
+    return to_rgb(display(preview, orientation) if exif_transpose else preview, name=name)
+
+
 def _open(fh: BinaryIO, name: str) -> Image.Image:
+    kind = heif_kind(fh.read(64))
+    fh.seek(0)
+    if kind == "HEIF":
+        return open_heif(fh, name)  # type: ignore[arg-type]
     try:
         return Image.open(fh)
     except UnidentifiedImageError as e:
+        if kind is not None:
+            raise ImageError(f"{name}: corrupt or truncated {kind} file") from e
         raise ImageError(f"{name}: not a recognised image format") from e
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: too many pixels ({e})") from e

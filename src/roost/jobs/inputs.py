@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from roost.data.datasets import IMAGE_SUFFIXES
+from roost.data.datasets import is_image_file
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def _folder(root: str, recursive: bool) -> Iterator[Item]:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 subfolders.append(entry.path)
-            elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+            elif is_image_file(entry.path):
                 yield Item(entry.path, root, _problem(entry.path))
         if recursive:
             stack.extend(reversed(subfolders))

@@ -14,6 +14,16 @@ Fixes (``fix``):
   images copied unchanged), so that folder is the whole collection, upright. The layout below the one input
   folder is kept (with several inputs, below their common parent), so two inputs never collide; a file in
   the way that roost did not write is never overwritten.
+* ``xmp`` writes (or merges into) an XMP sidecar beside the photo, ``photo.jpg.xmp`` or with
+  ``sidecar="replace"`` ``photo.xmp``, whose ``tiff:Orientation`` shows it upright in photo libraries; the
+  photo itself is never touched. The value is the file's own orientation (EXIF tag, HEIF/AVIF container
+  transform, RAW orientation: what the model saw) combined with the rotation, so it does not depend on an
+  older sidecar value, and running the fix again writes the same bytes.
+
+HEIC, AVIF and camera RAW originals are never re-encoded: ``exif`` and ``inplace`` refuse them (per file,
+naming ``--fix xmp``); ``copy`` re-encodes HEIC/AVIF copies upright (the copy is not the original) and
+refuses rotated RAW files. Once a photo has a sidecar from ``xmp``, ``exif`` and ``inplace`` leave it alone
+(the library would turn it twice); ``xmp`` after an in-file fix writes the file's new orientation.
 
 Only a rotation at or above ``threshold`` is fixed. With a report, a run resumes: rows already reported are
 not computed again, but the fixes they call for that were not applied yet are (report now, fix later, or
@@ -35,7 +45,11 @@ import pyarrow as pa
 
 from roost.errors import FixError, JobModelError, JobOptionError, RoostError
 from roost.files.atomic import atomic_write, remove_stale_temps
-from roost.files.rotate import exif_bytes, upright_bytes, write_backup
+from roost.files.exif import combine_orientation
+from roost.files.heif import container_orientation, heif_kind, refusal, upright_copy
+from roost.files.raw import is_raw_name, raw_orientation
+from roost.files.rotate import exif_bytes, read_exif_orientation, upright_bytes, write_backup
+from roost.files.xmp import Naming, check_naming, merge_sidecar, read_sidecar, sidecar_path
 from roost.jobs.base import Job, ModelFacts, OnEvent, Row, RunOptions, Summary, check_fraction, ignore
 from roost.jobs.engine import OnRows, execute
 from roost.jobs.inputs import Item
@@ -52,6 +66,8 @@ ACTION_LOW_CONFIDENCE = "skipped (low confidence)"
 ACTION_ROTATE = "rotate"  # decided, not fixed (no fix asked)
 ACTION_EXIF = "exif orientation set"
 ACTION_COPIED = "copied unchanged"
+ACTION_XMP = "xmp orientation set"
+ACTION_REENCODED_COPY = "re-encoded upright copy"
 ACTION_FAILED = "fix failed"
 
 REPORT_SCHEMA = pa.schema(
@@ -65,9 +81,11 @@ class Fix(StrEnum):
     EXIF = "exif"
     COPY = "copy"
     INPLACE = "inplace"
+    XMP = "xmp"
 
 
 IN_FILE = {Fix.EXIF.value, Fix.INPLACE.value}  # fixes that change the input file itself
+SHOWN_UPRIGHT = IN_FILE | {Fix.XMP.value}  # after any of these, viewers (or photo libraries) show it upright
 
 
 def decide(probs: Sequence[float], threshold: float) -> tuple[int, float, str]:
@@ -99,12 +117,14 @@ class OrientJob(Job):
     threshold: float = 0.0
     dry_run: bool = False
     backup_suffix: str | None = ".orig"
+    sidecar: Naming = Naming.APPEND  # for Fix.XMP
     journal: Journal | None = None  # beside the report; None without one
     name: str = "orient"
     output = "probs"
     schema: pa.Schema = field(default=REPORT_SCHEMA)
     fixed: int = 0
     swept: set[Path] = field(default_factory=set, repr=False)  # folders cleared of a killed run's temporaries
+    sidecars: dict[Path, tuple[str, str]] = field(default_factory=dict, repr=False)  # written: (photo, sha256)
 
     def __post_init__(self) -> None:
         self.threshold = check_fraction("threshold", self.threshold)
@@ -114,6 +134,7 @@ class OrientJob(Job):
             raise JobOptionError("fix 'copy' needs output_dir (the folder the upright copies go to)")
         if self.backup_suffix is not None and (not self.backup_suffix or os.sep in self.backup_suffix):
             raise JobOptionError(f"backup_suffix must be a non-empty file-name suffix, got {self.backup_suffix!r}")
+        self.sidecar = check_naming(self.sidecar)
 
     def bind(self, model: ModelFacts) -> pa.Schema:
         if len(model.class_names) != len(ROTATIONS):
@@ -165,7 +186,7 @@ class OrientJob(Job):
         if self.fix is None or row.get("rotation") is None:
             return False
         done = _applied(row)
-        if self.fix.value in done or (self.fix.value in IN_FILE and done & IN_FILE):
+        if self.fix.value in done or (self.fix.value in IN_FILE and done & SHOWN_UPRIGHT):
             return False
         return self.fix is Fix.COPY or (row["rotation"] != 0 and self._actionable(row))
 
@@ -186,20 +207,25 @@ class OrientJob(Job):
         data = src.read_bytes()
         done = _applied(row)
         rotation = 0 if done & IN_FILE or not self._actionable(row) else int(row["rotation"])
-        target = Path(os.path.realpath(src))  # a fix in the file itself: a symbolic link stays a link to it
-        if self.fix is Fix.COPY:
-            target = self._copy_target(src)
-            new, action = (data, ACTION_COPIED) if rotation == 0 else upright_bytes(data, rotation)
-        elif self.fix is Fix.EXIF:
-            new, action = exif_bytes(data, rotation), ACTION_EXIF
-        else:
-            new, action = upright_bytes(data, rotation)
+        assert self.fix is not None
+        target = self._target(src)
+        existing = read_sidecar(target) if self.fix is Fix.XMP else None
+        new, action = fixed_bytes(src, data, rotation, self.fix, sidecar=existing)
         source, after = sha256(data), sha256(new)
-        before = file_sha256(target) if self.fix is Fix.COPY else source
+        before = source  # a fix in the file itself
+        if self.fix is Fix.COPY:
+            before = file_sha256(target)
+        elif self.fix is Fix.XMP:
+            before = sha256(existing) if existing is not None else None
         if self.fix is Fix.COPY and before not in (None, after) and not self._wrote(target, before):
             raise FixError(f"{target} exists and was not written by roost; it is not overwritten")
         final = row | {"action": action, "fix": "+".join(sorted(done | {str(self.fix)})), "error": None}
-        final["output"] = str(target) if self.fix is Fix.COPY else None
+        final["output"] = str(target) if self.fix in (Fix.COPY, Fix.XMP) else None
+        if self.fix is Fix.XMP:
+            self._claim(target, row["path"], after)
+            if new == existing:  # already right: not rewritten (photo libraries watch mtimes)
+                row.update(final)
+                return
         self._sweep(target.parent, Path(os.path.realpath(src)).parent)
         if self.fix is Fix.INPLACE and self.backup_suffix is not None:  # before the change, never overwritten
             final["output"] = str(write_backup(target, data, self.backup_suffix))
@@ -207,8 +233,18 @@ class OrientJob(Job):
             self.journal.intent({"mode": str(self.fix), "source": source, "target": str(target),
                                  "before": before, "after": after, "row": final})  # fmt: skip
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, new, mode_from=src)
+        keep_mode = target if existing is not None else None  # a new sidecar gets the usual new-file mode
+        atomic_write(target, new, mode_from=keep_mode if self.fix is Fix.XMP else src)
         row.update(final)
+
+    def _claim(self, sidecar: Path, photo: str, after: str) -> None:
+        """Refuse to give one sidecar two orientations (``photo.xmp`` is shared by ``photo.cr2`` and ``photo.jpg``)."""
+        first, sha = self.sidecars.setdefault(sidecar, (photo, after))
+        if first != photo and sha != after:
+            raise FixError(
+                f"{sidecar} is also the sidecar of {first}, which needs another orientation; "
+                "use --sidecar append (one sidecar per file)"
+            )
 
     def _sweep(self, *folders: Path) -> None:
         """Remove the temporaries that a killed run's atomic writes left in the folders this job writes to.
@@ -221,12 +257,48 @@ class OrientJob(Job):
                 remove_stale_temps(folder, older_than_s=0)
             self.swept.add(folder)
 
-    def _copy_target(self, src: Path) -> Path:
-        assert self.output_dir is not None and self.copy_base is not None
-        return self.output_dir / os.path.relpath(src, self.copy_base)
+    def _target(self, src: Path) -> Path:
+        """The file a fix writes: the copy, the sidecar beside ``src``, or the file itself (through links)."""
+        if self.fix is Fix.COPY:
+            assert self.output_dir is not None and self.copy_base is not None
+            return self.output_dir / os.path.relpath(src, self.copy_base)
+        if self.fix is Fix.XMP:
+            return sidecar_path(src, self.sidecar)
+        return Path(os.path.realpath(src))  # a fix in the file itself: a symbolic link stays a link to it
 
     def _wrote(self, target: Path, sha: str | None) -> bool:
         return self.journal is not None and self.journal.wrote(str(target), sha)
+
+
+def fixed_bytes(src: Path, data: bytes, rotation: int, fix: Fix, *, sidecar: bytes | None = None) -> tuple[bytes, str]:
+    """The new content of ``fix``'s target for the photo ``src`` (its bytes ``data``) seen rotated by
+    ``rotation`` CCW, and the action; ``sidecar`` is the existing sidecar's bytes (``Fix.XMP``).
+
+    Raises ``OrientFixError`` (naming ``--fix xmp``) where the fix would re-encode a HEIC, AVIF or RAW original.
+    """
+    if fix is Fix.XMP:
+        orientation = combine_orientation(file_orientation(src, data), rotation)
+        return merge_sidecar(sidecar, orientation=orientation), ACTION_XMP
+    if fix is Fix.COPY and rotation == 0:
+        return data, ACTION_COPIED
+    kind = heif_kind(data[:64]) or ("camera RAW" if is_raw_name(src.name) else None)
+    if kind in ("HEIF", "AVIF") and fix is Fix.COPY:
+        return upright_copy(data, kind, rotation), ACTION_REENCODED_COPY
+    if kind is not None:
+        raise refusal(kind, str(fix))
+    if fix is Fix.EXIF:
+        return exif_bytes(data, rotation), ACTION_EXIF
+    return upright_bytes(data, rotation)
+
+
+def file_orientation(src: Path, data: bytes) -> int:
+    """The orientation (EXIF value 1..8) a viewer applies to the stored pixels of ``src``: the EXIF tag, the
+    HEIF/AVIF container's transform, or a RAW file's own orientation."""
+    if heif_kind(data[:64]) is not None:
+        return container_orientation(data)
+    if is_raw_name(src.name):
+        return raw_orientation(data, str(src))
+    return read_exif_orientation(data)
 
 
 def _applied(row: Row) -> set[str]:
@@ -242,7 +314,7 @@ def _happened(record: dict[str, Any]) -> bool:
 
 
 def _bad_fix(value: Any) -> Fix:
-    raise JobOptionError(f"fix must be one of exif, copy, inplace; got {value!r}")
+    raise JobOptionError(f"fix must be one of exif, copy, inplace, xmp; got {value!r}")
 
 
 def journal_path(report: str | os.PathLike[str]) -> Path:
@@ -260,6 +332,7 @@ def orient_files(
     threshold: float = 0.0,
     dry_run: bool = False,
     backup_suffix: str | None = ".orig",
+    sidecar: Naming | str = Naming.APPEND,
     options: RunOptions | None = None,
     ray: RayOptions | None = None,
     on_event: OnEvent = ignore,
@@ -272,7 +345,7 @@ def orient_files(
     job = OrientJob(
         fix=Fix(fix) if fix in set(Fix) else fix,  # type: ignore[arg-type]
         output_dir=out, copy_base=copy_base(inputs) if out is not None else None, threshold=threshold,
-        dry_run=dry_run, backup_suffix=backup_suffix,
+        dry_run=dry_run, backup_suffix=backup_suffix, sidecar=check_naming(sidecar),
         journal=Journal(journal_path(report)) if report is not None and fix is not None else None,
     )  # fmt: skip
     exclude = [p for p in (out, journal_path(report) if report is not None else None) if p is not None]
