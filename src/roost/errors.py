@@ -100,6 +100,10 @@ class JobModelError(RoostError, ValueError):
     """A model that does not suit the job (an orientation job needs 4 classes, predict a classifier, …)."""
 
 
+class ReviewError(RoostError, ValueError):
+    """A review that cannot be written (a folder holding other files) or decisions that cannot be applied."""
+
+
 class FixError(RoostError):
     """A file fix that was refused to keep the user's data safe (a target not written by roost, a changed file)."""
 
@@ -110,3 +114,11 @@ class FormatNotAvailableError(RoostError, ValueError):
 
 class SettingsError(RoostError, ValueError):
     """An environment variable roost reads (``ROOST_*``) holding a value it cannot use."""
+
+
+class XmpError(RoostError, ValueError):
+    """An XMP sidecar that is not well-formed XMP (it is left as it is), or a value XMP cannot hold."""
+
+
+class SearchIndexError(RoostError, ValueError):
+    """An embedding index (``roost index``) that is missing, half-written or made with another model."""

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from roost.cli import batch, convert, train
+from roost.cli import batch, convert, dedup, review, train
 from roost.cli.common import user_errors
 
 app = typer.Typer(
@@ -42,9 +42,13 @@ def _root(
 
 for command in (batch.orient, batch.predict, batch.embed, batch.download):
     app.command()(command)
+for command in (dedup.dedup, dedup.index, dedup.search):
+    app.command()(command)
 app.add_typer(train.app, name="train")
 app.add_typer(convert.app, name="convert")
 app.command("export")(convert.export)
+app.command("review")(review.review)
+app.command("apply")(review.apply)
 
 
 @app.command("info")
