@@ -4,8 +4,9 @@ an original, never applies a fix twice, and the resumed run ends where an uninte
 Each case runs the same command on a fresh copy of small real photos, kills it at chosen moments (as soon
 as the fix journal or the report grows, a backup or copy appears, just before or after an atomic write's
 rename, or after a random delay drawn from the measured run time), checks what a kill may leave, and
-resumes until the command finishes. The end state (file bytes, backups, copies, the current report rows) must equal the reference:
-the same command run once, uninterrupted. ``slow`` marks the exhaustive variant (kills after every step).
+resumes until the command finishes. The end state (file bytes, backups, copies, the current report rows)
+must equal the reference: the same command run once, uninterrupted. ``slow`` marks the exhaustive variant
+(kills after every step).
 """
 
 from __future__ import annotations
