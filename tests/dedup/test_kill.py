@@ -17,24 +17,10 @@ from roost.dedup.groups import REPORT_SCHEMA
 from roost.dedup.signatures import FINGERPRINT_SCHEMA
 from roost.jobs.report import read_rows
 from tests.dedup.conftest import tree
+from tests.killing import KILL_AT, killing_roost
 
 ENV = os.environ | {"OMP_NUM_THREADS": "1"}
-KILL_AT = "ROOST_TEST_KILL_AT"  # "N:before" or "N:after": the run SIGKILLs itself at its N-th os.link
-BOOT = f"""
-import os, runpy, signal, sys
-n, when = os.environ.get({KILL_AT!r}, "0:before").split(":")
-calls, link = [0], os.link
-def killing_link(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] == int(n) and when == "before":
-        os.kill(os.getpid(), signal.SIGKILL)
-    link(*args, **kwargs)
-    if calls[0] == int(n):
-        os.kill(os.getpid(), signal.SIGKILL)
-os.link = killing_link
-sys.argv[0] = "roost"
-runpy.run_module("roost", run_name="__main__", alter_sys=True)
-"""
+BOOT = killing_roost("link")  # python -m roost, able to kill itself at its n-th os.link
 TIMEOUT_S = 120
 
 

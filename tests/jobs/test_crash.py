@@ -35,6 +35,7 @@ from roost.jobs.journal import read_journal
 from roost.jobs.orient import REPORT_SCHEMA, journal_path, orient_files
 from roost.jobs.report import last_rows, open_report, read_rows
 from tests.conftest import SHARED
+from tests.killing import kill_env, killing_roost
 
 ROTNET = SHARED / "fixtures" / "checkpoints" / "rope_vit_reg8_so150m_p14_swiglu_rms_ap_tiny-rotnet.pt"
 PHOTOS = 10
@@ -42,22 +43,7 @@ ANGLES = (0, 90, 180, 270)
 BAD = {"empty.jpg": b"", "notes.png": b"not an image\n"}
 ENV = os.environ | {"OMP_NUM_THREADS": "1"}  # lighter on a shared machine; the reference runs the same way
 TIMEOUT_S = 120.0
-KILL_AT = "ROOST_TEST_KILL_AT"  # "N:before" or "N:after": the run SIGKILLs itself at its N-th os.replace
-BOOT = f"""
-import os, runpy, signal, sys
-n, when = os.environ.get({KILL_AT!r}, "0:before").split(":")
-calls, replace = [0], os.replace
-def killing_replace(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] == int(n) and when == "before":
-        os.kill(os.getpid(), signal.SIGKILL)
-    replace(*args, **kwargs)
-    if calls[0] == int(n):
-        os.kill(os.getpid(), signal.SIGKILL)
-os.replace = killing_replace
-sys.argv[0] = "roost"
-runpy.run_module("roost", run_name="__main__", alter_sys=True)
-"""  # python -m roost, able to kill itself at an exact step
+BOOT = killing_roost("replace")  # python -m roost, able to kill itself at its n-th os.replace
 POLL_S = 0.001
 ATOL = 1e-5
 pytestmark = pytest.mark.skipif(not ROTNET.exists(), reason="shared fixtures not present")
@@ -211,7 +197,7 @@ class AtReplace(KillPoint):
         return lambda: False
 
     def env(self) -> dict[str, str]:
-        return {KILL_AT: f"{self.n}:{'before' if self.before else 'after'}"}
+        return kill_env(self.n, self.before)
 
 
 class Never(KillPoint):

@@ -20,6 +20,7 @@ from roost.files.rotate import read_exif_orientation
 from roost.jobs.orient import REPORT_SCHEMA
 from roost.jobs.report import last_rows
 from roost.review.apply import apply_decisions, default_report, read_decisions
+from tests.killing import KILL_AT, killing_roost
 from tests.review.helpers import PHOTOS, rotated_photos, sha
 
 pytestmark = pytest.mark.skipif(not PHOTOS.is_dir(), reason="shared fixtures not present")
@@ -200,22 +201,7 @@ def test_dedup_decisions_refused(tmp_path: Path, photos: dict[Path, int]) -> Non
 
 
 # ------------------------------------------------------------------ real kills
-KILL_AT = "ROOST_TEST_KILL_AT"
-BOOT = f"""
-import os, runpy, signal, sys
-n, when = os.environ[{KILL_AT!r}].split(":")
-calls, replace = [0], os.replace
-def killing_replace(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] == int(n) and when == "before":
-        os.kill(os.getpid(), signal.SIGKILL)
-    replace(*args, **kwargs)
-    if calls[0] == int(n):
-        os.kill(os.getpid(), signal.SIGKILL)
-os.replace = killing_replace
-sys.argv[0] = "roost"
-runpy.run_module("roost", run_name="__main__", alter_sys=True)
-"""  # python -m roost, killing itself at its n-th os.replace
+BOOT = killing_roost("replace")  # python -m roost, able to kill itself at its n-th os.replace
 
 
 def tree(folder: Path) -> dict[str, bytes]:
