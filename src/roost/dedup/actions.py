@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TextIO
 
 from roost.dedup.signatures import blake2b_file
 from roost.errors import FixError
 from roost.files.atomic import atomic_target
-from roost.jobs.journal import read_journal
+from roost.jobs.journal import JsonLines, read_journal
 
 MANIFEST_NAME = "roost-dedup-manifest.jsonl"
 
@@ -67,29 +65,11 @@ def manifest_path(to: Path) -> Path:
     return Path(to) / MANIFEST_NAME
 
 
-class Manifest:
+class Manifest(JsonLines):
     """The append-only log of moves and restores: each record fsynced before the step it announces."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: TextIO | None = None
 
     def records(self) -> list[dict]:
         return list(read_journal(self.path))  # a torn last line (a kill mid-append) is skipped
-
-    def append(self, record: dict) -> None:
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _drop_torn_tail(self.path)
-            self._file = open(self.path, "a", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 def move_files(plan: Sequence[Planned], to: Path) -> Outcome:
@@ -242,14 +222,3 @@ def describe(action: Action, plan: Sequence[Planned]) -> Iterator[str]:
 def moved_records(path: str | os.PathLike[str]) -> list[dict]:
     """The ``moved`` records of a manifest: what an undo would restore."""
     return [r for r in read_journal(Path(path)) if r["op"] == "moved"]
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a torn last line, so that the next record starts a line of its own."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-            os.fsync(f.fileno())

@@ -27,12 +27,44 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def read_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes, read in chunks (OSError when it cannot be read)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def file_sha256(path: Path) -> str | None:
     """The sha256 of a regular file's bytes; None when it does not exist."""
     try:
-        return sha256(path.read_bytes())
+        return read_sha256(path)
     except FileNotFoundError:
         return None
+
+
+class JsonLines:
+    """An append-only JSON-lines log: each record durable (flushed and fsynced) when ``append`` returns.
+
+    The file is opened on the first append, after cutting a torn last line that a kill mid-append left,
+    so that the new record starts a line of its own.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: Any = None
+
+    def append(self, record: Record) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _drop_torn_tail(self.path)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held across batches)
+        self._file.write(json.dumps(record) + "\n")  # ASCII: any file name (surrogates escaped)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class Journal:
@@ -42,17 +74,11 @@ class Journal:
         self.path = path
         self.records = list(read_journal(path))  # what earlier runs left; dropped once recovered
         self._written = {(r["target"], r["after"]) for r in self.records}
-        self._file: Any = None
+        self._log = JsonLines(path)
 
     def intent(self, record: Record) -> None:
         """Append one intent and make it durable before the caller changes any file."""
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _drop_torn_tail(self.path)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held across batches)
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self._log.append(record)
         self._written.add((record["target"], record["after"]))
 
     def wrote(self, target: str, sha: str | None) -> bool:
@@ -60,9 +86,7 @@ class Journal:
         return (target, sha) in self._written
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._log.close()
 
 
 def _drop_torn_tail(path: Path) -> None:

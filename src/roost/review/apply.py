@@ -17,7 +17,6 @@ report of what was done (an orient report: ``roost review`` reads it too).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 import stat
@@ -32,7 +31,7 @@ from roost.errors import ReviewError
 from roost.jobs.base import Computed, OnEvent, Row, Source, Summary, ignore
 from roost.jobs.engine import run
 from roost.jobs.inputs import Item, normalise
-from roost.jobs.journal import Journal
+from roost.jobs.journal import Journal, read_sha256
 from roost.jobs.orient import REPORT_SCHEMA, ROTATIONS, SHOWN_UPRIGHT, OrientJob, copy_base, journal_path
 from roost.jobs.report import check_writable, last_rows
 from roost.review.apply_dedup import DEDUP_COLUMNS, apply_dedup_decisions
@@ -135,8 +134,7 @@ def decision_source(decisions: Sequence[Decision]) -> Source:
 def _changed(decision: Decision) -> str | None:
     """Why a file cannot take its decision now (unreadable, or not the content reviewed); None if it can."""
     try:
-        with open(decision.path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        digest = read_sha256(decision.path)
     except OSError as err:
         return f"{type(err).__name__}: {err.strerror or err}: {decision.path}"
     if decision.sha256 is not None and digest != decision.sha256:

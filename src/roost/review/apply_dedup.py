@@ -15,7 +15,6 @@ A file whose content differs from the one reviewed is left alone (one line says 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from roost.dedup.signatures import blake2b_file
 from roost.errors import ReviewError
 from roost.jobs.base import Note, OnEvent, Summary, ignore
 from roost.jobs.inputs import normalise
+from roost.jobs.journal import read_sha256
 from roost.jobs.orient import copy_base
 
 DEDUP_COLUMNS = ("path", "group", "keeper", "decision")
@@ -134,15 +134,10 @@ def _plan(picked: Sequence[GroupDecision], to: Path, base: str) -> tuple[list[Pl
             planned.append(Planned(d.path, target))
             continue
         try:
-            if d.sha256 is not None and _sha256(d.path) != d.sha256:
+            if d.sha256 is not None and read_sha256(d.path) != d.sha256:
                 refused.append(f"{d.path}: changed since it was reviewed; left alone")
                 continue
             planned.append(Planned(d.path, target, os.path.getsize(d.path), blake2b_file(d.path)))
         except OSError as err:
             refused.append(f"{d.path}: {err.strerror or err}")
     return planned, refused
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
